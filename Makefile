@@ -1,0 +1,50 @@
+# PartyPilot: `make run` serves the product on http://127.0.0.1:8080; `make test` checks everything.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SIMULATE ?= 1
+
+.PHONY: help install system-deps system-deps-test run serve seed test lint typecheck pytest bench services-stop clean
+
+help:
+	@echo "make run     install what is missing, start Redis + nx-27017, seed, serve on :8080"
+	@echo "make test    install, then lint, types and the whole test suite"
+	@echo "make bench   benchmarks with figures and ratios against same-run baselines"
+
+install:
+	@scripts/install.sh
+
+system-deps:
+	@scripts/system-deps.sh run
+
+system-deps-test:
+	@scripts/system-deps.sh test
+
+run: install system-deps
+	@$(PY) -m partypilot run $(if $(filter 0,$(SIMULATE)),--no-simulate,)
+
+serve: install
+	@$(PY) -m partypilot serve
+
+seed: install
+	@$(PY) -m partypilot seed
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install system-deps-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: install system-deps-test lint typecheck pytest
+
+bench: install system-deps
+	$(PY) -m loadtests.bench
+
+services-stop: install
+	$(PY) -m partypilot services stop
+
+clean:
+	rm -rf .data .mypy_cache .ruff_cache .pytest_cache

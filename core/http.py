@@ -1,0 +1,183 @@
+"""HTTP plumbing shared by every handler: request ids, the error envelope, JSON in and out."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core import jsonutil
+from core.errors import (
+    AppError,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from core.logs import request_id_var
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_STORE_DOWN = (ServerSelectionTimeoutError, AutoReconnect, ConnectionFailure, RedisConnectionError,
+               RedisTimeoutError)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=jsonutil.dumpb(data), status=status, content_type="application/json",
+                        headers=headers)
+
+
+def error_response(error: AppError) -> web.Response:
+    headers = {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+    return json_response(error.envelope(), status=error.status, headers=headers)
+
+
+def _valid_request_id(value: str | None) -> bool:
+    return bool(value) and len(value or "") <= 64 and all(c.isalnum() or c in "-_." for c in value or "")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take a sane X-Request-ID from the caller (e.g. nginx) or make one; echo it back."""
+    incoming = request.headers.get(REQUEST_ID_HEADER)
+    rid = incoming if incoming and _valid_request_id(incoming) else secrets.token_hex(8)
+    token = request_id_var.set(rid)
+    try:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers[REQUEST_ID_HEADER] = rid
+            raise
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
+    finally:
+        request_id_var.reset(token)
+
+
+_HTTP_CODES = {
+    400: BadRequest, 404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge,
+}
+
+
+@web.middleware
+async def api_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every 4xx/5xx under /api leaves as the one JSON envelope; nothing leaks a stack trace."""
+    if not request.path.startswith("/api"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except AppError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_from_http_exception(exc))
+    except _STORE_DOWN as exc:
+        logger.warning("store unavailable during %s %s: %s", request.method, request.path, type(exc).__name__)
+        return error_response(ServiceUnavailable("a data store is temporarily unavailable; try again shortly"))
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(AppError("internal error; quote the request id when reporting it",
+                                       details={"request_id": request_id_var.get()}))
+
+
+def _from_http_exception(exc: web.HTTPException) -> AppError:
+    cls = _HTTP_CODES.get(exc.status)
+    if exc.status == 404:
+        return NotFound("no such endpoint")
+    if exc.status == 405:
+        allowed = sorted(getattr(exc, "allowed_methods", ()) or ())
+        return MethodNotAllowed("method not allowed", details={"allowed": allowed})
+    if exc.status == 413:
+        return PayloadTooLarge("request body too large")
+    if cls is not None:
+        return cls(exc.reason or "bad request")
+    error = AppError(exc.reason or "error", code=f"http_{exc.status}")
+    error.status = exc.status  # type: ignore[misc]
+    return error
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON, or a 400/413 AppError."""
+    # aiohttp enforces the application's client_max_size and raises 413, mapped by the middleware.
+    body = await request.read()
+    if not body:
+        raise BadRequest("a JSON body is required", code="invalid_json")
+    try:
+        return jsonutil.loads(body)
+    except ValueError:
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def validate(model: type[M], data: Any) -> M:
+    """Validate untrusted data into `model`, raising the 422 envelope with per-field details."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("the body must be a JSON object", details=[{"field": "body",
+                               "message": "expected an object", "type": "object_type"}])
+    _refuse_operator_keys(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed("the request is invalid", details=validation_details(exc)) from None
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    return validate(model, await read_json(request))
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise ValidationFailed("the query is invalid", details=validation_details(exc)) from None
+
+
+def _refuse_operator_keys(value: Any, depth: int = 0) -> None:
+    # Keys with '$' or '.' would be operators or paths in MongoDB: refuse them at the edge.
+    if depth > 20:
+        raise ValidationFailed("the body is nested too deeply")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str) or key.startswith("$") or "." in key:
+                raise ValidationFailed("field names may not start with '$' or contain '.'",
+                                       details=[{"field": str(key), "message": "forbidden key",
+                                                 "type": "forbidden_key"}])
+            _refuse_operator_keys(inner, depth + 1)
+    elif isinstance(value, list):
+        for inner in value:
+            _refuse_operator_keys(inner, depth + 1)
+
+
+def client_ip(request: web.Request, trust_proxy: bool) -> str:
+    """The caller's address; X-Forwarded-For is believed only behind our own proxy."""
+    if trust_proxy:
+        real = request.headers.get("X-Real-IP")
+        if real:
+            return real.strip()
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded:
+            return forwarded.split(",")[-1].strip()
+    return request.remote or "unknown"

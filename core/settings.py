@@ -1,0 +1,174 @@
+"""One typed settings object, built once by the composition root from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - refused in production
+
+# Settings read under a well-known name; every other field is read as PARTYPILOT_<FIELD>.
+_PLAIN_NAMES = {
+    "host", "port", "mongodb_uri", "redis_url", "jwt_secret",
+    "stripe_secret_key", "stripe_publishable_key", "stripe_webhook_secret", "stripe_api_base",
+    "razorpay_key_id", "razorpay_key_secret", "razorpay_webhook_secret", "razorpay_api_base",
+    "twilio_account_sid", "twilio_auth_token", "twilio_from_number", "twilio_api_base",
+    "smtp_host", "smtp_port", "smtp_user", "smtp_password", "smtp_starttls", "email_from",
+    "cloudinary_url", "cloudinary_api_base", "google_maps_api_key", "google_maps_api_base",
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return field.upper() if field in _PLAIN_NAMES else f"PARTYPILOT_{field.upper()}"
+
+
+class SettingsError(Exception):
+    """The configuration is unusable; the message names the setting to fix."""
+
+
+class Settings(BaseModel):
+    """Everything the product can be configured with. Secrets are `SecretStr` so they never print."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    mongodb_uri: str = "mongodb://127.0.0.1:27117/?directConnection=true"
+    mongodb_db: str = "partypilot"
+    redis_url: str = "redis://127.0.0.1:6391/0"
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    log_level: str = "INFO"
+    data_dir: Path = Path(".data")
+    frontend_dir: Path = Path(__file__).resolve().parent.parent / "frontend"
+    public_url: str = "http://127.0.0.1:8080"
+    # Socket.IO and CORS: an explicit allow-list. '*' would allow every site and an empty list
+    # switches python-socketio's origin check off, so neither is accepted.
+    allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
+    trust_proxy: bool = False
+    max_body_bytes: int = 256 * 1024
+
+    # accounts
+    dev_admin_email: str = "admin@partypilot.local"
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    otp_ttl_s: int = 300
+    otp_max_attempts: int = 5
+    otp_resend_cooldown_s: int = 30
+    otp_per_destination_per_hour: int = 5
+    otp_per_ip_per_hour: int = 20
+    commission_rate_bp: int = Field(2000, ge=0, le=10000)  # platform share, basis points
+    currency: str = "INR"
+    deposit_rate_bp: int = Field(3000, ge=0, le=10000)
+    service_areas_file: Path | None = None
+
+    # dispatch
+    ping_interval_s: float = 30.0
+    offer_timeout_s: float = 30.0
+    dispatch_radius_m: int = 5000
+    dispatch_max_radius_m: int = 20000
+    dispatch_strategy: Literal["sequential", "top_k"] = "sequential"
+    dispatch_top_k: int = 3
+    fleet_tick_s: float = 1.0
+    simulate_partners: int = 12
+
+    # outside services: empty means "use the local implementation"
+    stripe_secret_key: SecretStr | None = None
+    stripe_publishable_key: str | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
+    razorpay_api_base: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_api_base: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    email_from: str = "PartyPilot <no-reply@partypilot.local>"
+    cloudinary_url: SecretStr | None = None
+    cloudinary_api_base: str | None = None
+    google_maps_api_key: SecretStr | None = None
+    google_maps_api_base: str | None = None
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _no_wildcard(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or "*" in value:
+            raise ValueError("list the allowed origins explicitly; '*' and an empty list are refused")
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_development(self) -> bool:
+        return self.env == "development"
+
+    def check_production(self) -> None:
+        """Refuse production settings that would be unsafe, naming the setting to fix."""
+        if not self.is_production:
+            return
+        secret = self.jwt_secret.get_secret_value()
+        if secret == DEV_JWT_SECRET or len(secret) < 32:
+            raise SettingsError(
+                f"{env_name('jwt_secret')} must be set to a random secret of at least 32 characters "
+                "in production (the development default is refused)"
+            )
+        for origin in self.allowed_origins:
+            if origin.startswith("http://127.0.0.1") or origin.startswith("http://localhost"):
+                raise SettingsError(
+                    f"{env_name('allowed_origins')} must list the public origins in production, "
+                    f"not {origin}"
+                )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], env_file: Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from `environ`, an optional `.env` file (environment wins) and overrides."""
+        raw: dict[str, str] = {}
+        if env_file is not None and env_file.is_file():
+            raw.update(_read_env_file(env_file))
+        raw.update(environ)
+        values: dict[str, Any] = {}
+        for field in cls.model_fields:
+            name = env_name(field)
+            if name in raw and raw[name] != "":
+                values[field] = raw[name]
+        values.update(overrides)
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{env_name(str(err['loc'][0])) if err['loc'] else '?'}: {err['msg']}" for err in exc.errors()
+            )
+            raise SettingsError(f"invalid configuration: {problems}") from None
+        settings.check_production()
+        return settings
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return values

@@ -1,0 +1,3 @@
+from partypilot.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""`create_app(settings)`: assemble the REST API, Socket.IO and the static frontend. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+import api
+import dispatch
+from core import keys
+from core.http import api_error_middleware, request_id_middleware
+from core.settings import Settings
+from core.stores import mongo_ctx, redis_ctx
+from core.tasks import TaskOwner
+from partypilot import __version__
+
+PAGES = {
+    "/": "index.html",
+    "/customer": "customer.html",
+    "/partner": "partner.html",
+    "/admin": "admin.html",
+    "/track": "track.html",
+}
+
+
+async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Background tasks are owned by the app: cancelled and awaited before the stores close."""
+    app[keys.TASKS] = TaskOwner()
+    yield
+    await app[keys.TASKS].aclose()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the whole product for `settings`. Connections open when the app starts."""
+    app = web.Application(
+        middlewares=[request_id_middleware, api_error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.VERSION] = __version__
+    # Dependency order: stores first, then the tasks that use them; cleanup runs in reverse,
+    # so tasks stop before the stores close.
+    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, tasks_ctx])
+    app.add_subapp("/api", api.create_api(settings))
+    dispatch.setup(app, settings)
+    _add_frontend(app, settings.frontend_dir, settings.data_dir / "media")
+    return app
+
+
+def _add_frontend(app: web.Application, root: Path, media: Path) -> None:
+    for path, page in PAGES.items():
+        app.router.add_get(path, _page_handler(root / page), name=f"page:{page}")
+    for folder in ("js", "css", "vendor", "img"):
+        if (root / folder).is_dir():
+            app.router.add_static(f"/{folder}", root / folder)
+    media.mkdir(parents=True, exist_ok=True)
+    app.router.add_static("/media", media)
+
+
+def _page_handler(file: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def page(request: web.Request) -> web.StreamResponse:
+        # FileResponse answers 404 itself when the page is missing.
+        return web.FileResponse(file, headers={"Cache-Control": "no-cache"})
+
+    return page

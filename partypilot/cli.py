@@ -1,0 +1,224 @@
+"""Command line: run the product, serve it, seed it, manage local services, simulate partners."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.logs import configure_logging
+from core.settings import Settings, SettingsError, env_name
+from partypilot import localservices
+
+logger = logging.getLogger("partypilot")
+
+DEV_REDIS_PORT = 6391
+DEV_MONGO_PORT = 27117
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The only place that reads the process environment."""
+    return Settings.from_env(os.environ, Path(".env"), **overrides)
+
+
+def _serve(settings: Settings) -> None:
+    import uvloop
+    from aiohttp import web
+
+    from partypilot.app import create_app
+
+    app = create_app(settings)
+    web.run_app(app, host=settings.host, port=settings.port, print=None,
+                loop=uvloop.new_event_loop(), access_log=None, shutdown_timeout=5)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(**_overrides(args))
+    configure_logging(settings.log_level)
+    _serve(settings)
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        out["host"] = args.host
+    if getattr(args, "port", None):
+        out["port"] = args.port
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`make run`: local services (unless URIs are configured), demo data, the app, a simulation."""
+    settings = load_settings(**_overrides(args))
+    configure_logging(settings.log_level)
+    services = None
+    simulation: subprocess.Popen[bytes] | None = None
+    overrides: dict[str, Any] = {}
+    external = bool(os.environ.get(env_name("mongodb_uri"))) and bool(os.environ.get(env_name("redis_url")))
+    if not external:
+        services = localservices.start(settings.data_dir, DEV_REDIS_PORT, DEV_MONGO_PORT)
+        overrides = {"mongodb_uri": services.mongodb_uri, "redis_url": services.redis_url}
+        logger.info("local services: redis on %s, nx-27017 on %s", DEV_REDIS_PORT, DEV_MONGO_PORT)
+    # SIGTERM behaves like Ctrl-C so the finally below always stops what we started.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        settings = load_settings(**_overrides(args), **overrides)
+        asyncio.run(_seed(settings))
+        _print_banner(settings)
+        if args.simulate and settings.simulate_partners > 0:
+            # A separate process, like a real fleet: it retries until the server answers.
+            simulation = subprocess.Popen(
+                [sys.executable, "-m", "partypilot", "simulate", "--partners", str(settings.simulate_partners),
+                 "--url", f"http://127.0.0.1:{settings.port}"],
+                env={**os.environ, **{env_name(k): str(v) for k, v in overrides.items()}},
+                stdin=subprocess.DEVNULL,
+            )
+            logger.info("simulating %d partners (make run SIMULATE=0 to switch off)", settings.simulate_partners)
+        _serve(settings)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if simulation is not None:
+            simulation.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                simulation.wait(timeout=5)
+        if services is not None:
+            localservices.stop(services)
+            logger.info("local services stopped")
+    return 0
+
+
+async def _seed(settings: Settings) -> None:
+    from api.seed import seed_demo_data
+    from core.stores import make_mongo_client
+
+    client = make_mongo_client(settings.mongodb_uri)
+    try:
+        await seed_demo_data(client[settings.mongodb_db], settings)
+    finally:
+        await client.close()
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    asyncio.run(_seed(settings))
+    return 0
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    from api.seed import ensure_admin
+    from core.stores import make_mongo_client
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+
+    async def go() -> None:
+        client = make_mongo_client(settings.mongodb_uri)
+        try:
+            await ensure_admin(client[settings.mongodb_db], args.email, args.name)
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+    print(f"admin {args.email} is ready; sign in with a one-time code sent to that address")  # noqa: T201
+    return 0
+
+
+def _print_banner(settings: Settings) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [
+        "",
+        f"PartyPilot is running on {base}",
+        f"  landing   {base}/",
+        f"  customer  {base}/customer   sign in with any email; the one-time code is shown on the page (dev)",
+        f"  partner   {base}/partner    sign in as partner1@partypilot.local (approved demo partner)",
+        f"  admin     {base}/admin      sign in as {settings.dev_admin_email}",
+        f"  API docs  {base}/api/docs   health: {base}/api/health",
+        "Press Ctrl-C to stop everything `make run` started.",
+        "",
+    ]
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    if args.action == "start":
+        services = localservices.start(root, args.redis_port, args.mongo_port, persist=not args.ephemeral)
+        print(f"REDIS_URL={services.redis_url}")  # noqa: T201
+        print(f"MONGODB_URI={services.mongodb_uri}")  # noqa: T201
+        return 0
+    found = localservices.recorded(root)
+    if args.action == "status":
+        print("nothing recorded" if found is None else f"running: {found.pids}")  # noqa: T201
+        return 0
+    if found is not None:
+        localservices.stop(found)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from dispatch.simulate import run_simulation
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return int(asyncio.run(run_simulation(settings, base_url=args.url, partners=args.partners,
+                                      accept_probability=args.accept_probability,
+                                      reply_delay_s=args.reply_delay, duration_s=args.duration)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="partypilot")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start local services, seed demo data and serve (make run)")
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.add_argument("--no-simulate", dest="simulate", action="store_false")
+    run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="serve against configured MongoDB and Redis")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("seed", help="seed demo data (idempotent)").set_defaults(func=cmd_seed)
+
+    admin = sub.add_parser("create-admin", help="create or promote an admin account")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", default="Administrator")
+    admin.set_defaults(func=cmd_create_admin)
+
+    services = sub.add_parser("services", help="start/stop local Redis and nx-27017")
+    services.add_argument("action", choices=["start", "stop", "status"])
+    services.add_argument("--dir", default=".data")
+    services.add_argument("--redis-port", type=int, default=DEV_REDIS_PORT)
+    services.add_argument("--mongo-port", type=int, default=DEV_MONGO_PORT)
+    services.add_argument("--ephemeral", action="store_true", help="no Redis persistence")
+    services.set_defaults(func=cmd_services)
+
+    sim = sub.add_parser("simulate", help="drive simulated partners through the Socket.IO API")
+    sim.add_argument("--url", default="http://127.0.0.1:8080")
+    sim.add_argument("--partners", type=int, default=50)
+    sim.add_argument("--accept-probability", type=float, default=0.8)
+    sim.add_argument("--reply-delay", type=float, default=2.0)
+    sim.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
+    sim.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SettingsError, localservices.ServiceError) as exc:
+        sys.stderr.write(f"partypilot: {exc}\n")
+        return 2

@@ -1,0 +1,236 @@
+"""Start and stop the local Redis and MongoDB wire server (nx-27017) on private loopback ports.
+
+Stops exactly the processes it started, by the pids it recorded, after checking that each pid
+still runs the program we started (a pid can be reused after a crash).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be installed or started."""
+
+
+@dataclass
+class LocalServices:
+    """What `start` launched: where to reach it and which pids to stop."""
+
+    root: Path
+    redis_port: int
+    mongo_port: int
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def mongodb_uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.mongo_port}/?directConnection=true"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_redis_server() -> str:
+    """Path to redis-server, installing Debian's package when it is missing."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise ServiceError("redis-server is not installed; run: sudo apt-get install -y redis-server")
+    logger.info("installing redis-server with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env)
+    found = shutil.which("redis-server")
+    if not found:
+        raise ServiceError("redis-server is still missing after apt-get install")
+    return found
+
+
+def nx_27017_command() -> list[str]:
+    script = Path(sys.executable).with_name("nx-27017")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("nx-27017")
+    if not found:
+        raise ServiceError("nx-27017 is not installed in this environment; run: make install")
+    return [found]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _mongo_ping(port: int) -> bool:
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, object]] = MongoClient(
+        f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=500
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def _wait(check: object, port: int, name: str, proc: subprocess.Popen[bytes], log: Path,
+          timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{name} exited with code {proc.returncode}; see {log}")
+        if check(port):  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise ServiceError(f"{name} did not answer on port {port} within {timeout:.0f} s; see {log}")
+
+
+def start_redis(root: Path, port: int, persist: bool = True) -> subprocess.Popen[bytes]:
+    binary = ensure_redis_server()
+    data = root / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    log = root / "logs" / "redis.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--daemonize", "no",
+            "--protected-mode", "yes", "--save", "", "--logfile", str(log)]
+    args += ["--appendonly", "yes" if persist else "no"]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    _wait(_redis_ping, port, "redis-server", proc, log)
+    return proc
+
+
+def start_mongo(root: Path, port: int) -> subprocess.Popen[bytes]:
+    data = root / "mongo"
+    data.mkdir(parents=True, exist_ok=True)
+    log = root / "logs" / "mongo.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    args = [*nx_27017_command(), "--data-dir", str(data), "--host", "127.0.0.1", "-p", str(port),
+            "--log-file", str(log), "--pid-file", str(root / "run" / "nx-27017.internal.pid")]
+    (root / "run").mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    _wait(_mongo_ping, port, "nx-27017", proc, log)
+    return proc
+
+
+def start(root: Path, redis_port: int, mongo_port: int, persist: bool = True) -> LocalServices:
+    """Start both services (refusing ports already taken) and record their pids under root/run."""
+    root = root.resolve()
+    for name, port in (("redis", redis_port), ("mongo", mongo_port)):
+        if _port_open(port):
+            raise ServiceError(f"port {port} for {name} is already in use; is another `make run` active? "
+                               f"Try: python -m partypilot services stop")
+    services = LocalServices(root=root, redis_port=redis_port, mongo_port=mongo_port)
+    run = root / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    try:
+        redis = start_redis(root, redis_port, persist=persist)
+        services.pids["redis"] = redis.pid
+        (run / "redis.pid").write_text(f"{redis.pid} {redis_port}\n")
+        mongo = start_mongo(root, mongo_port)
+        services.pids["mongo"] = mongo.pid
+        (run / "mongo.pid").write_text(f"{mongo.pid} {mongo_port}\n")
+    except BaseException:
+        stop(services)
+        raise
+    return services
+
+
+_EXPECTED = {"redis": "redis-server", "mongo": "nx"}
+
+
+def _is_ours(pid: int, name: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return _EXPECTED[name] in cmdline
+
+
+def _terminate(pid: int, timeout: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return
+        except ChildProcessError:
+            if not Path(f"/proc/{pid}").exists():
+                return
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                if stat.split(") ", 1)[1].startswith("Z"):
+                    return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def stop_one(root: Path, name: str, pid: int) -> None:
+    if _is_ours(pid, name):
+        _terminate(pid)
+    with contextlib.suppress(FileNotFoundError):
+        (root / "run" / f"{name}.pid").unlink()
+
+
+def stop(services: LocalServices) -> None:
+    """Stop what `start` launched, Mongo first (it may flush), then Redis."""
+    for name in ("mongo", "redis"):
+        pid = services.pids.pop(name, None)
+        if pid is not None:
+            stop_one(services.root, name, pid)
+
+
+def recorded(root: Path) -> LocalServices | None:
+    """The services a detached `services start` recorded under root/run, if any."""
+    root = root.resolve()
+    pids: dict[str, int] = {}
+    ports: dict[str, int] = {}
+    for name in ("redis", "mongo"):
+        path = root / "run" / f"{name}.pid"
+        if path.exists():
+            pid_text, _, port_text = path.read_text().strip().partition(" ")
+            pids[name], ports[name] = int(pid_text), int(port_text or 0)
+    if not pids:
+        return None
+    return LocalServices(root=root, redis_port=ports.get("redis", 0), mongo_port=ports.get("mongo", 0),
+                         pids=pids)

@@ -1,21 +1,30 @@
-"""The REST companion under /api: auth, users, packages, orders, payments, partner and admin."""
+"""The REST companion under /api: auth, users, packages, orders, partner and admin."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from api import health
+from aiohttp import web
+from pymongo.asynchronous.database import AsyncDatabase
+
+from api import admin, auth, health, orders, packages, partner, users
 from api.openapi import add_openapi_routes
 from api.routing import Route, RouteTable
+from core import keys
 from core.settings import Settings
 
-__all__ = ["all_routes", "create_api"]
+__all__ = ["all_routes", "api_ctx", "create_api"]
 
 VERSION = "0.1.0"
 
+# Modules with routes. A module may also define `async def ensure_indexes(db)` (run at start-up,
+# idempotent) and `WORKERS`: a list of `async def worker(app)` run as owned background tasks.
+_MODULES: list[Any] = [health, auth, users, packages, orders, partner, admin]
+
 
 def _tables() -> list[RouteTable]:
-    return [health.routes]
+    return [module.routes for module in _MODULES]
 
 
 def all_routes() -> list[Route]:
@@ -30,3 +39,17 @@ def create_api(settings: Settings) -> web.Application:
         api.router.add_route(route.method, route.path, route.handler, name=route.handler.__name__)
     add_openapi_routes(api, routes, VERSION)
     return api
+
+
+async def api_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Root-app cleanup context: create indexes, then start the REST side's background workers."""
+    db: AsyncDatabase[dict[str, Any]] = app[keys.DB]
+    for module in _MODULES:
+        ensure: Callable[[AsyncDatabase[dict[str, Any]]], Awaitable[None]] | None = getattr(
+            module, "ensure_indexes", None)
+        if ensure is not None:
+            await ensure(db)
+    for module in _MODULES:
+        for worker in getattr(module, "WORKERS", ()):
+            app[keys.TASKS].spawn(worker(app), name=f"api:{module.__name__}:{worker.__name__}")
+    yield

@@ -80,3 +80,26 @@ class LocationSink(Protocol):
     """What the REST fallback hands locations to; implemented by the dispatch engine."""
 
     async def ingest(self, partner_id: str, points: list[LocationPoint]) -> IngestResult: ...
+
+
+# A partner's reply to an offer that arrived over REST (api publishes; dispatch moves the cascade on).
+OFFER_EVENTS = "pp:events:offers"
+
+
+class OfferReplyEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["offer_reply"] = "offer_reply"
+    order_id: str
+    partner_id: str
+    accept: bool
+
+
+# Redis keys owned by the dispatch engine that the REST side may read (never write).
+FLEET_GEO = "pp:fleet:geo"            # GEO set: partner_id -> last accepted position
+FLEET_SEEN = "pp:fleet:seen"          # ZSET: partner_id -> last accepted ping, ms since epoch
+FLEET_ONLINE = "pp:fleet:online"      # SET: partner ids that are on duty (availability online)
+PARTNER_STATE = "pp:partner:{partner_id}"  # HASH: lat, lng, ts, accuracy, speed, heading, online, order_id
+
+# MongoDB collection written by the dispatch engine, read by admins through the API:
+# {_id, order_id, at (ISO), event: candidates|offer|reply|timeout|revoked|widen|alert|assigned, data: {...}}
+DISPATCH_AUDIT = "dispatch_audit"

@@ -1,0 +1,7 @@
+"""/api routes: admin."""
+
+from __future__ import annotations
+
+from api.routing import RouteTable
+
+routes = RouteTable("admin")

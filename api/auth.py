@@ -1,0 +1,7 @@
+"""/api routes: auth."""
+
+from __future__ import annotations
+
+from api.routing import RouteTable
+
+routes = RouteTable("auth")

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
-from api import admin, auth, health, orders, packages, partner, users
+from api import admin, auth, customer, health, notifications, orders, packages, partner, users
 from api.openapi import add_openapi_routes
 from api.routing import Route, RouteTable
 from core import keys
@@ -20,7 +20,7 @@ VERSION = "0.1.0"
 
 # Modules with routes. A module may also define `async def ensure_indexes(db)` (run at start-up,
 # idempotent) and `WORKERS`: a list of `async def worker(app)` run as owned background tasks.
-_MODULES: list[Any] = [health, auth, users, packages, orders, partner, admin]
+_MODULES: list[Any] = [health, auth, users, customer, packages, orders, partner, admin, notifications]
 
 
 def _tables() -> list[RouteTable]:

@@ -1,0 +1,7 @@
+"""/api routes: customer."""
+
+from __future__ import annotations
+
+from api.routing import RouteTable
+
+routes = RouteTable("customer")

@@ -71,7 +71,13 @@ async def mongo_health(db: AsyncDatabase[dict[str, Any]]) -> dict[str, Any]:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):
             await db.command("ping")
             info = await db.client.server_info()
-        return {"status": "ok", "version": info.get("version") or "unknown"}
+            version = info.get("version")
+            server = "mongod"
+            if not version:
+                # The embedded wire server leaves buildinfo empty but reports itself in serverStatus.
+                status = await db.client.admin.command("serverStatus")
+                version, server = status.get("version"), str(status.get("process", "unknown"))
+        return {"status": "ok", "version": str(version or "unknown"), "server": server}
     except Exception as exc:  # any failure means "down" for the health report
         logger.warning("mongo health check failed: %s", type(exc).__name__)
         return {"status": "down", "error": type(exc).__name__}

@@ -55,6 +55,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """`make run`: local services (unless URIs are configured), demo data, the app, a simulation."""
     settings = load_settings(**_overrides(args))
@@ -68,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides = {"mongodb_uri": services.mongodb_uri, "redis_url": services.redis_url}
         logger.info("local services: redis on %s, nx-27017 on %s", DEV_REDIS_PORT, DEV_MONGO_PORT)
     # SIGTERM behaves like Ctrl-C so the finally below always stops what we started.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         settings = load_settings(**_overrides(args), **overrides)
         asyncio.run(_seed(settings))

@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# PartyPilot app image: one `python -m partypilot serve` process per container. docker-compose.yml
+# runs two of them behind nginx; docs/deploy.md explains the whole stack.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Runtime dependencies first, pinned by constraints.txt, so a code change reuses this layer.
+COPY pyproject.toml constraints.txt ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY . .
+RUN pip install -c constraints.txt . \
+    && useradd --system --user-group --uid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin partypilot \
+    && mkdir -p /data/media \
+    && chown -R partypilot:partypilot /data
+
+# The code runs from /app (python -m imports from the working directory), next to frontend/ and
+# geo/data/. Uploaded media live under /data, a volume shared by every app container. Production
+# is the default: without JWT_SECRET and PARTYPILOT_ALLOWED_ORIGINS the process refuses to start.
+ENV PARTYPILOT_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=8080 \
+    PARTYPILOT_DATA_DIR=/data \
+    PARTYPILOT_FRONTEND_DIR=/app/frontend
+
+USER partypilot
+EXPOSE 8080
+
+# 200 only while MongoDB and Redis both answer (GET /api/health says 503 otherwise).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/api/health' % os.environ.get('PORT', '8080'), timeout=4)"]
+
+CMD ["python", "-m", "partypilot", "serve"]

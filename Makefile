@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SIMULATE ?= 1
 
-.PHONY: help install system-deps system-deps-test run serve seed test lint typecheck pytest bench services-stop clean
+.PHONY: help install system-deps system-deps-test run serve seed test lint typecheck pytest bench services-stop vendor clean
 
 help:
 	@echo "make run     install what is missing, start Redis + nx-27017, seed, serve on :8080"
@@ -45,6 +45,9 @@ bench: install system-deps
 
 services-stop: install
 	$(PY) -m partypilot services stop
+
+vendor:
+	@scripts/vendor.sh
 
 clean:
 	rm -rf .data .mypy_cache .ruff_cache .pytest_cache

@@ -77,6 +77,7 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
 
 DOCS_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>PartyPilot API</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><link rel="stylesheet" href="/css/app.css">
+<link rel="icon" href="/img/logo.svg" type="image/svg+xml">
 </head><body class="docs"><main><h1>PartyPilot API</h1><p>Generated from
 <a href="/api/openapi.json">/api/openapi.json</a>.</p><div id="ops"></div></main>
 <script type="module" src="/js/apidocs.js"></script></body></html>"""

@@ -9,6 +9,7 @@ from core.errors import Forbidden, Unauthorized
 from core.tokens import Claims, Role, decode_access_token
 
 REVOKED_SESSION_KEY = "pp:session:revoked:{sid}"
+CLAIMS: web.RequestKey[Claims] = web.RequestKey("claims", Claims)
 
 
 def bearer_token(request: web.Request) -> str:
@@ -39,5 +40,5 @@ async def authenticate(request: web.Request, roles: tuple[Role, ...], *, approve
             raise Forbidden("your partner account is suspended", code="partner_suspended")
         if status != "approved":
             raise Forbidden("your partner account is not approved yet", code="partner_not_approved")
-    request["claims"] = claims
+    request[CLAIMS] = claims
     return claims

@@ -14,12 +14,13 @@ from api.routing import Route, RouteTable
 from core import keys
 from core.settings import Settings
 
-__all__ = ["all_routes", "api_ctx", "create_api"]
+__all__ = ["all_routes", "contexts", "create_api"]
 
 VERSION = "0.1.0"
 
 # Modules with routes. A module may also define `async def ensure_indexes(db)` (run at start-up,
-# idempotent) and `WORKERS`: a list of `async def worker(app)` run as owned background tasks.
+# idempotent), `CONTEXTS`: cleanup contexts that install per-process state, and `WORKERS`:
+# `async def worker(app)` coroutines run as owned background tasks.
 _MODULES: list[Any] = [health, auth, users, customer, packages, orders, partner, admin, notifications]
 
 
@@ -41,14 +42,25 @@ def create_api(settings: Settings) -> web.Application:
     return api
 
 
-async def api_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Root-app cleanup context: create indexes, then start the REST side's background workers."""
+def contexts() -> list[Callable[[web.Application], AsyncIterator[None]]]:
+    """The REST side's cleanup contexts for the root app, in start-up order."""
+    module_contexts = [ctx for module in _MODULES for ctx in getattr(module, "CONTEXTS", ())]
+    return [indexes_ctx, *module_contexts, workers_ctx]
+
+
+async def indexes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Create every module's indexes (idempotent) before anything serves."""
     db: AsyncDatabase[dict[str, Any]] = app[keys.DB]
     for module in _MODULES:
         ensure: Callable[[AsyncDatabase[dict[str, Any]]], Awaitable[None]] | None = getattr(
             module, "ensure_indexes", None)
         if ensure is not None:
             await ensure(db)
+    yield
+
+
+async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the REST side's background workers; the task owner stops them at shutdown."""
     for module in _MODULES:
         for worker in getattr(module, "WORKERS", ()):
             app[keys.TASKS].spawn(worker(app), name=f"api:{module.__name__}:{worker.__name__}")

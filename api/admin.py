@@ -1,7 +1,437 @@
-"""/api routes: admin."""
+"""/api/admin: packages, partner standing, the order board (with CSV export), manual assignment,
+dispatch audit, statistics and customers."""
 
 from __future__ import annotations
 
+import csv
+import io
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from api.catalog import catalog_of, package_view
+from api.orders import OrderStatus, admin_view
+from api.packages import Category
+from api.paging import PageQuery, page_body, public
 from api.routing import RouteTable
+from core import keys
+from core.contracts import DISPATCH_AUDIT, FLEET_ONLINE, PARTNER_EVENTS, PartnerEvent
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.http import json_response
+from core.jsonutil import iso, parse_iso
+from core.orderflow import ASSIGNABLE, OrderFlow
+from core.tokens import Claims
+
+logger = logging.getLogger(__name__)
 
 routes = RouteTable("admin")
+ADMIN = ("admin",)
+
+CSV_MAX_ROWS = 10_000
+# Average time to assign is taken over the most recent assignments: current, and bounded work.
+STATS_ASSIGN_SAMPLE = 5_000
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+Feature = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=80)]
+
+
+def _check_images(images: list[str] | None) -> list[str] | None:
+    # Site paths or http(s) URLs only: a javascript: or data: URL in an <img> is a trap.
+    for url in images or []:
+        if not (url.startswith("/") and not url.startswith("//")) and not re.match(r"^https?://[^\s]+$", url):
+            raise ValueError("images must be site paths (/img/...) or http(s) URLs")
+    return images
+
+
+class PackageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name: str = Field(min_length=2, max_length=120)
+    slug: Slug | None = None
+    description: str = Field("", max_length=4000)
+    category: Category
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    price: int = Field(ge=1, le=1_000_000_000, description="minor units (paise)")
+    capacity: int = Field(ge=1, le=100_000)
+    duration_min: int = Field(ge=15, le=10_080)
+    features: list[Feature] = Field(default_factory=list, max_length=30)
+    images: list[ImageUrl] = Field(default_factory=list, max_length=10)
+    active: bool = True
+
+    _images = field_validator("images")(_check_images)
+
+
+class PackageUpdate(BaseModel):
+    """Any subset of the package's fields."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name: str | None = Field(None, min_length=2, max_length=120)
+    slug: Slug | None = None
+    description: str | None = Field(None, max_length=4000)
+    category: Category | None = None
+    tags: list[Tag] | None = Field(None, max_length=20)
+    price: int | None = Field(None, ge=1, le=1_000_000_000)
+    capacity: int | None = Field(None, ge=1, le=100_000)
+    duration_min: int | None = Field(None, ge=15, le=10_080)
+    features: list[Feature] | None = Field(None, max_length=30)
+    images: list[ImageUrl] | None = Field(None, max_length=10)
+    active: bool | None = None
+
+    _images = field_validator("images")(_check_images)
+
+
+class AdminPackageQuery(PageQuery):
+    q: str | None = Field(None, max_length=100)
+    category: Category | None = None
+    active: bool | None = None
+
+
+class PartnerQuery(PageQuery):
+    status: Literal["pending", "approved", "rejected", "suspended"] | None = None
+    q: str | None = Field(None, max_length=100)
+
+
+class AdminOrderQuery(PageQuery):
+    status: OrderStatus | None = None
+    partner_id: str | None = Field(None, max_length=64)
+    customer_id: str | None = Field(None, max_length=64)
+    date_from: date | None = Field(None, alias="from", description="created on or after (YYYY-MM-DD, UTC)")
+    date_to: date | None = Field(None, alias="to", description="created on or before (YYYY-MM-DD, UTC)")
+    format: Literal["json", "csv"] = "json"
+
+
+class AssignRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    partner_id: str = Field(min_length=1, max_length=64)
+    reason: str = Field("", max_length=300)
+
+
+class CustomerQuery(PageQuery):
+    q: str | None = Field(None, max_length=100)
+
+
+async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
+    await db.partners.create_index([("status", 1), ("created_at", -1)])
+    await db.users.create_index([("role", 1), ("created_at", -1)])
+    await db[DISPATCH_AUDIT].create_index([("order_id", 1), ("at", 1)])
+
+
+def _contains(text: str) -> dict[str, str]:
+    # User text is escaped: it is matched literally, never as a pattern.
+    return {"$regex": re.escape(text), "$options": "i"}
+
+
+def slugify(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:70] or "package"
+
+
+# --- packages -------------------------------------------------------------------------------------
+
+
+@routes.get("/admin/packages", summary="All packages, archived ones included", query=AdminPackageQuery,
+            roles=ADMIN)
+async def admin_list_packages(request: web.Request, *, query: AdminPackageQuery) -> web.Response:
+    db = request.config_dict[keys.DB]
+    where: dict[str, Any] = {}
+    if query.q:
+        where["$or"] = [{"name": _contains(query.q)}, {"description": _contains(query.q)}]
+    if query.category is not None:
+        where["category"] = query.category
+    if query.active is not None:
+        where["active"] = 1 if query.active else 0
+    total = await db.packages.count_documents(where)
+    docs = await db.packages.find(where).sort("name", 1).skip(query.skip).limit(query.limit).to_list(None)
+    return json_response(page_body([package_view(d) for d in docs], total, query))
+
+
+@routes.post("/admin/packages", summary="Create a package", body=PackageCreate, roles=ADMIN, status=201,
+             responses={409: "the slug is taken"})
+async def create_package(request: web.Request, *, body: PackageCreate) -> web.Response:
+    db = request.config_dict[keys.DB]
+    now = iso()
+    doc: dict[str, Any] = {"_id": uuid.uuid4().hex, **body.model_dump(), "active": 1 if body.active else 0,
+                           "currency": request.config_dict[keys.SETTINGS].currency, "rating_count": 0,
+                           "created_at": now, "updated_at": now}
+    if body.slug is None:
+        doc["slug"] = slugify(body.name)
+        if await db.packages.count_documents({"slug": doc["slug"]}, limit=1):
+            doc["slug"] = f"{doc['slug']}-{doc['_id'][:6]}"
+    try:
+        await db.packages.insert_one(doc)
+    except DuplicateKeyError:
+        raise Conflict("another package uses this slug", code="slug_taken") from None
+    await catalog_of(request).changed()
+    return json_response(package_view(doc), status=201)
+
+
+@routes.put("/admin/packages/{id}", summary="Change any of a package's fields", body=PackageUpdate,
+            roles=ADMIN, responses={404: "no such package", 409: "the slug is taken"})
+async def update_package(request: web.Request, *, body: PackageUpdate) -> web.Response:
+    db = request.config_dict[keys.DB]
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    for field, value in list(changes.items()):
+        if value is None:
+            raise ValidationFailed("the request is invalid", details=[
+                {"field": field, "message": "may not be null", "type": "null"}])
+    if "active" in changes:
+        changes["active"] = 1 if changes["active"] else 0
+    changes["updated_at"] = iso()
+    try:
+        result = await db.packages.update_one({"_id": request.match_info["id"]}, {"$set": changes})
+    except DuplicateKeyError:
+        raise Conflict("another package uses this slug", code="slug_taken") from None
+    if result.matched_count == 0:
+        raise NotFound("no such package", code="package_not_found")
+    await catalog_of(request).changed()
+    doc = await db.packages.find_one({"_id": request.match_info["id"]})
+    if doc is None:
+        raise NotFound("no such package", code="package_not_found")
+    return json_response(package_view(doc))
+
+
+@routes.delete("/admin/packages/{id}", summary="Archive a package (orders keep their snapshot)", roles=ADMIN,
+               responses={404: "no such package"})
+async def archive_package(request: web.Request) -> web.Response:
+    db = request.config_dict[keys.DB]
+    result = await db.packages.update_one({"_id": request.match_info["id"]},
+                                          {"$set": {"active": 0, "updated_at": iso()}})
+    if result.matched_count == 0:
+        raise NotFound("no such package", code="package_not_found")
+    await catalog_of(request).changed()
+    doc = await db.packages.find_one({"_id": request.match_info["id"]})
+    return json_response(package_view(doc or {"_id": request.match_info["id"]}))
+
+
+# --- partners -------------------------------------------------------------------------------------
+
+
+@routes.get("/admin/partners", summary="Partners, optionally by status", query=PartnerQuery, roles=ADMIN)
+async def list_partners(request: web.Request, *, query: PartnerQuery) -> web.Response:
+    db = request.config_dict[keys.DB]
+    where: dict[str, Any] = {}
+    if query.status is not None:
+        where["status"] = query.status
+    if query.q:
+        where["$or"] = [{field: _contains(query.q)} for field in ("company_name", "contact_name", "email", "phone")]
+    total = await db.partners.count_documents(where)
+    docs = await db.partners.find(where).sort("created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
+    ids = [str(d["_id"]) for d in docs]
+    online = await request.config_dict[keys.REDIS].smismember(FLEET_ONLINE, ids) if ids else []
+    items = [{**public(d), "online": bool(flag)} for d, flag in zip(docs, online, strict=True)]
+    return json_response(page_body(items, total, query))
+
+
+# to -> the standings it may be reached from; the same standing again is a no-op.
+_PARTNER_MOVES: dict[str, frozenset[str]] = {
+    "approved": frozenset({"pending", "rejected", "suspended"}),
+    "rejected": frozenset({"pending"}),
+    "suspended": frozenset({"approved", "pending"}),
+}
+
+
+async def _set_partner_status(request: web.Request, to: Literal["approved", "rejected", "suspended"],
+                              admin: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    partner_id = request.match_info["id"]
+    partner = await db.partners.find_one({"_id": partner_id})
+    if partner is None:
+        raise NotFound("no such partner", code="partner_not_found")
+    current = partner.get("status")
+    if current == to:
+        return json_response(public(partner))
+    if current not in _PARTNER_MOVES[to]:
+        raise Conflict(f"a {current} partner cannot become {to}", code="illegal_transition",
+                       details={"status": current, "requested": to})
+    at = iso()
+    after = await db.partners.find_one_and_update(
+        {"_id": partner_id, "status": current}, {"$set": {"status": to, "status_at": at, "status_by": admin.user_id}},
+        return_document=ReturnDocument.AFTER)
+    if after is None:
+        raise Conflict("the partner changed meanwhile; reload and try again", code="precondition_failed")
+    event = PartnerEvent(partner_id=partner_id, status=to, at=at)
+    await request.config_dict[keys.REDIS].publish(PARTNER_EVENTS, event.model_dump_json())
+    logger.info("partner %s is now %s", partner_id, to)
+    return json_response(public(after))
+
+
+@routes.put("/admin/partners/{id}/approve", summary="Approve a partner", roles=ADMIN,
+            responses={404: "no such partner", 409: "not from this standing"})
+async def approve_partner(request: web.Request, *, user: Claims) -> web.Response:
+    return await _set_partner_status(request, "approved", user)
+
+
+@routes.put("/admin/partners/{id}/reject", summary="Reject a pending partner", roles=ADMIN,
+            responses={404: "no such partner", 409: "not from this standing"})
+async def reject_partner(request: web.Request, *, user: Claims) -> web.Response:
+    return await _set_partner_status(request, "rejected", user)
+
+
+@routes.put("/admin/partners/{id}/suspend", summary="Suspend a partner (effective on their next request)",
+            roles=ADMIN, responses={404: "no such partner", 409: "not from this standing"})
+async def suspend_partner(request: web.Request, *, user: Claims) -> web.Response:
+    return await _set_partner_status(request, "suspended", user)
+
+
+# --- orders ---------------------------------------------------------------------------------------
+
+
+def _order_filter(query: AdminOrderQuery) -> dict[str, Any]:
+    where: dict[str, Any] = {}
+    if query.status is not None:
+        where["status"] = query.status
+    if query.partner_id:
+        where["partner_id"] = query.partner_id
+    if query.customer_id:
+        where["customer_id"] = query.customer_id
+    created: dict[str, str] = {}
+    if query.date_from is not None:
+        created["$gte"] = query.date_from.isoformat()
+    if query.date_to is not None:
+        # ISO timestamps compare as strings: everything before the next day's midnight.
+        created["$lt"] = (query.date_to + timedelta(days=1)).isoformat()
+    if created:
+        where["created_at"] = created
+    return where
+
+
+CSV_COLUMNS = ("id", "created_at", "status", "customer_id", "partner_id", "package", "category", "event_date",
+               "city", "postal_code", "guests", "payment_option", "price", "currency", "notes")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet will show as text, never run as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return value
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def orders_csv(orders: Iterable[Mapping[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for order in orders:
+        package = order.get("package") or {}
+        address = order.get("address") or {}
+        row = (order["_id"], order.get("created_at"), order.get("status"), order.get("customer_id"),
+               order.get("partner_id"), package.get("name"), package.get("category"), order.get("event_date"),
+               address.get("city"), address.get("postal_code"), order.get("guests"), order.get("payment_option"),
+               order.get("price"), order.get("currency"), order.get("notes"))
+        writer.writerow([csv_cell(v) for v in row])
+    return out.getvalue()
+
+
+@routes.get("/admin/orders", summary="The order board; ?format=csv exports every matching order",
+            query=AdminOrderQuery, roles=ADMIN)
+async def admin_list_orders(request: web.Request, *, query: AdminOrderQuery) -> web.Response:
+    db = request.config_dict[keys.DB]
+    where = _order_filter(query)
+    if query.format == "csv":
+        docs = await db.orders.find(where).sort("created_at", -1).limit(CSV_MAX_ROWS).to_list(None)
+        return web.Response(text=orders_csv(docs), content_type="text/csv", charset="utf-8", headers={
+            "Content-Disposition": f'attachment; filename="orders-{date.today().isoformat()}.csv"',
+            "Cache-Control": "no-store"})
+    total = await db.orders.count_documents(where)
+    docs = await db.orders.find(where).sort("created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
+    return json_response(page_body([admin_view(d) for d in docs], total, query))
+
+
+@routes.get("/admin/orders/{id}/audit", summary="The dispatch audit trail of one order, oldest first",
+            roles=ADMIN, responses={404: "no such order"})
+async def order_audit(request: web.Request) -> web.Response:
+    db = request.config_dict[keys.DB]
+    order_id = request.match_info["id"]
+    if await db.orders.count_documents({"_id": order_id}, limit=1) == 0:
+        raise NotFound("no such order")
+    docs = await db[DISPATCH_AUDIT].find({"order_id": order_id}).sort("at", 1).limit(1000).to_list(None)
+    return json_response({"items": [public(d) for d in docs], "total": len(docs)})
+
+
+@routes.put("/admin/orders/{id}/assign", summary="Assign (or reassign) an order to an approved partner",
+            body=AssignRequest, roles=ADMIN,
+            responses={404: "no such order", 409: "the order is not assignable or the partner not approved"})
+async def assign_order(request: web.Request, *, body: AssignRequest, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    order_id = request.match_info["id"]
+    partner = await db.partners.find_one({"_id": body.partner_id}, {"status": 1})
+    if partner is None:
+        raise ValidationFailed("the request is invalid", details=[
+            {"field": "partner_id", "message": "no such partner", "type": "partner_not_found"}])
+    if partner.get("status") != "approved":
+        raise Conflict("only an approved partner can take orders", code="partner_not_approved",
+                       details={"status": partner.get("status")})
+    before = await db.orders.find_one({"_id": order_id}, {"partner_id": 1})
+    if before is None:
+        raise NotFound("no such order")
+    after = await OrderFlow(db, request.config_dict[keys.REDIS]).transition(
+        order_id, "assigned", by_role="admin", by_id=user.user_id, reason=body.reason or "manual assignment",
+        allowed_from=ASSIGNABLE, conflict_message="this order cannot be assigned now",
+        set_fields={"partner_id": body.partner_id, "assigned_at": iso(), "offer_partner_ids": [],
+                    "offer_expires_ms": 0},
+    )
+    await db[DISPATCH_AUDIT].insert_one({
+        "_id": uuid.uuid4().hex, "order_id": order_id, "at": iso(), "event": "manual_assign",
+        "data": {"partner_id": body.partner_id, "previous_partner_id": before.get("partner_id"),
+                 "by": user.user_id, "reason": body.reason},
+    })
+    return json_response(admin_view(after))
+
+
+# --- statistics and customers ---------------------------------------------------------------------
+
+
+@routes.get("/admin/stats", summary="Orders by status, revenue, time to assign, partners online", roles=ADMIN)
+async def admin_stats(request: web.Request) -> web.Response:
+    db = request.config_dict[keys.DB]
+    cursor = await db.orders.aggregate([{"$group": {"_id": "$status", "count": {"$sum": 1},
+                                                    "amount": {"$sum": "$price"}}}])
+    rows = await cursor.to_list()
+    by_status = {str(r["_id"]): int(r["count"]) for r in rows}
+    revenue = sum(int(r["amount"]) for r in rows if r["_id"] == "completed")
+    assigned = await db.orders.find({"assigned_at": {"$exists": True}}, {"created_at": 1, "assigned_at": 1}).sort(
+        "created_at", -1).limit(STATS_ASSIGN_SAMPLE).to_list(None)
+    waits = [(parse_iso(str(o["assigned_at"])) - parse_iso(str(o["created_at"]))).total_seconds()
+             for o in assigned if o.get("assigned_at") and o.get("created_at")]
+    partners_cursor = await db.partners.aggregate([{"$group": {"_id": "$status", "count": {"$sum": 1}}}])
+    partners = {str(r["_id"]): int(r["count"]) for r in await partners_cursor.to_list()}
+    return json_response({
+        "orders_by_status": by_status, "orders_total": sum(by_status.values()),
+        "revenue": revenue, "currency": request.config_dict[keys.SETTINGS].currency,
+        "avg_time_to_assign_s": round(sum(waits) / len(waits), 1) if waits else None,
+        "partners_by_status": partners,
+        "partners_online": int(await request.config_dict[keys.REDIS].scard(FLEET_ONLINE)),
+        "customers": await db.users.count_documents({"role": "customer"}),
+    })
+
+
+@routes.get("/admin/customers", summary="Customers, searchable by name, email or phone", query=CustomerQuery,
+            roles=ADMIN)
+async def list_customers(request: web.Request, *, query: CustomerQuery) -> web.Response:
+    db = request.config_dict[keys.DB]
+    where: dict[str, Any] = {"role": "customer"}
+    if query.q:
+        where["$or"] = [{field: _contains(query.q)} for field in ("name", "email", "phone")]
+    total = await db.users.count_documents(where)
+    docs = await db.users.find(where, {"name": 1, "email": 1, "phone": 1, "created_at": 1, "deleted": 1}).sort(
+        "created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
+    ids = [str(d["_id"]) for d in docs]
+    counts_cursor = await db.orders.aggregate([{"$match": {"customer_id": {"$in": ids}}},
+                                               {"$group": {"_id": "$customer_id", "count": {"$sum": 1}}}])
+    counts = {str(r["_id"]): int(r["count"]) for r in await counts_cursor.to_list()}
+    items = [{**public(d), "deleted": bool(d.get("deleted", 0)), "orders": counts.get(str(d["_id"]), 0)}
+             for d in docs]
+    return json_response(page_body(items, total, query))

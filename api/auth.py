@@ -1,7 +1,351 @@
-"""/api routes: auth."""
+"""/api/auth: one-time codes, sessions (refresh, logout), partner registration, password sign-in.
+
+Browsers get the refresh token in a `__Host-` cookie (HttpOnly, Secure, SameSite=Strict); the
+cookie is honoured only on /auth/refresh and /auth/logout, and only with an allowed Origin plus
+the `X-PartyPilot-CSRF: 1` header, which a cross-site form cannot send. Native clients send the
+refresh token in the body instead.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from api import accounts, notifications, otp, ratelimit, sessions
+from api.accounts import Email, Phone
 from api.routing import RouteTable
+from core import keys
+from core.errors import AppError, Forbidden, Unauthorized
+from core.http import client_ip, json_response
+from core.jsonutil import iso, now_ms
+from core.settings import Settings
+from core.tokens import decode_access_token
+from gateway_clients.delivery import mask_email, mask_phone
+
+logger = logging.getLogger(__name__)
 
 routes = RouteTable("auth")
+
+REFRESH_COOKIE = "__Host-pp_refresh"
+CSRF_HEADER = "X-PartyPilot-CSRF"
+HOUR_S = 3600
+LOGIN_FAILURE_WINDOW_S = 15 * 60
+
+Code = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{6}$")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+Database = AsyncDatabase[dict[str, Any]]
+OpaqueToken = Annotated[str, StringConstraints(min_length=20, max_length=200)]
+
+
+class _DestinationBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phone: Phone | None = Field(None, description="E.164, e.g. +919876543210")
+    email: Email | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> _DestinationBody:
+        if (self.phone is None) == (self.email is None):
+            raise ValueError("send exactly one of phone or email")
+        return self
+
+    def destination(self) -> otp.Destination:
+        if self.phone is not None:
+            return otp.Destination("sms", self.phone)
+        assert self.email is not None  # guaranteed by _exactly_one
+        return otp.Destination("email", self.email)
+
+
+class SendOtpBody(_DestinationBody):
+    """Where to send a sign-in code."""
+
+
+class VerifyOtpBody(_DestinationBody):
+    """The destination and the code it received."""
+
+    code: Code
+
+
+class RefreshBody(BaseModel):
+    """Native clients send the token here; browsers send `{}` and rely on the cookie."""
+
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: OpaqueToken | None = None
+
+
+class LogoutBody(RefreshBody):
+    """Which session to end: the bearer token's, and/or the refresh token's (body or cookie)."""
+
+
+class PartnerRegisterBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    company_name: Name
+    contact_name: Name
+    email: Email
+    phone: Phone
+    vehicle_type: Literal["bike", "car", "van", "truck"]
+    service_area: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)] | None = None
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Email
+    password: Annotated[str, StringConstraints(min_length=1, max_length=accounts.PASSWORD_MAX)]
+
+
+class SendOtpResponse(BaseModel):
+    status: Literal["sent"]
+    channel: Literal["sms", "email"]
+    destination: str = Field(description="masked")
+    expires_in: int
+    resend_after: int
+    dev_code: str | None = Field(None, description="development only")
+
+
+class UserView(BaseModel):
+    id: str
+    role: Literal["customer", "partner", "admin"]
+    name: str
+    email: str | None
+    phone: str | None
+    addresses: list[dict[str, Any]]
+    avatar_url: str | None
+    created_at: str | None
+    has_password: bool
+    partner_status: str | None = None
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    refresh_token: str | None = Field(None, description="absent when the refresh came from the cookie")
+    token_type: Literal["Bearer"]
+    expires_in: int
+    refresh_expires_in: int
+    user: UserView
+
+
+class StatusResponse(BaseModel):
+    status: str
+    message: str | None = None
+
+
+async def ensure_indexes(db: Database) -> None:
+    """Indexes of the account modules (api/__init__ calls this for the `auth` module)."""
+    await accounts.ensure_indexes(db)
+    await otp.ensure_indexes(db)
+    await sessions.ensure_indexes(db)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _client(request: web.Request) -> str:
+    return client_ip(request, request.config_dict[keys.SETTINGS].trust_proxy)
+
+
+def set_refresh_cookie(response: web.Response, grant: sessions.Grant) -> None:
+    response.set_cookie(REFRESH_COOKIE, grant.refresh_token, max_age=grant.refresh_expires_in, path="/",
+                        secure=True, httponly=True, samesite="Strict")
+
+
+def clear_refresh_cookie(response: web.Response) -> None:
+    response.del_cookie(REFRESH_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
+
+
+def cookie_refresh_token(request: web.Request, settings: Settings) -> str | None:
+    """The refresh cookie, if present, after the CSRF checks (403 when they fail)."""
+    token = request.cookies.get(REFRESH_COOKIE)
+    if not token:
+        return None
+    if request.headers.get("Origin") not in settings.allowed_origins or request.headers.get(CSRF_HEADER) != "1":
+        raise Forbidden(f"cookie sign-in needs an allowed Origin and the {CSRF_HEADER}: 1 header",
+                        code="csrf_failed")
+    return token
+
+
+async def _grant_response(request: web.Request, grant: sessions.Grant, *, include_refresh: bool = True
+                          ) -> web.Response:
+    db = request.config_dict[keys.DB]
+    user = await accounts.get_user(db, grant.user_id)
+    body = {**grant.body(), "user": accounts.profile_view(user, await accounts.partner_status(db, user))}
+    if not include_refresh:
+        body.pop("refresh_token")
+    response = json_response(body, headers={"Cache-Control": "no-store"})
+    set_refresh_cookie(response, grant)
+    return response
+
+
+def _masked(destination: otp.Destination) -> str:
+    return mask_phone(destination.address) if destination.channel == "sms" else mask_email(destination.address)
+
+
+# --- one-time codes ---------------------------------------------------------------------------
+
+@routes.post("/auth/send-otp", summary="Send a 6-digit sign-in code by SMS or email", body=SendOtpBody,
+             response=SendOtpResponse, responses={429: "cooldown or rate limit; see Retry-After"})
+async def send_otp(request: web.Request, body: SendOtpBody) -> web.Response:
+    settings, db = request.config_dict[keys.SETTINGS], request.config_dict[keys.DB]
+    destination = body.destination()
+    # No account lookup here: the answer, and the work behind it, is the same for everyone.
+    issued = await otp.issue(db, request.config_dict[keys.REDIS], settings, destination, _client(request))
+    minutes = max(settings.otp_ttl_s // 60, 1)
+    await notifications.enqueue(
+        db, channel=destination.channel, to=destination.address, subject="Your PartyPilot sign-in code",
+        body=f"{issued.code} is your PartyPilot sign-in code. It expires in {minutes} min. "
+             "Never share it: PartyPilot staff will never ask for it.",
+        dedupe_key=f"otp:{uuid.uuid4().hex}", expires_ms=now_ms() + settings.otp_ttl_s * 1000, sensitive=True,
+    )
+    answer: dict[str, Any] = {"status": "sent", "channel": destination.channel, "destination": _masked(destination),
+                              "expires_in": issued.expires_in, "resend_after": issued.resend_after}
+    if settings.is_development:
+        answer["dev_code"] = issued.code
+    return json_response(answer, headers={"Cache-Control": "no-store"})
+
+
+@routes.post("/auth/verify-otp", summary="Sign in with a code; creates the customer account on first use",
+             body=VerifyOtpBody, response=TokenResponse,
+             responses={400: "invalid_code: wrong, expired or used up", 429: "too many attempts"})
+async def verify_otp(request: web.Request, body: VerifyOtpBody) -> web.Response:
+    settings, db = request.config_dict[keys.SETTINGS], request.config_dict[keys.DB]
+    destination = body.destination()
+    await otp.verify(db, request.config_dict[keys.REDIS], settings, destination, body.code, _client(request))
+    user = await accounts.sign_in_user(db, destination)
+    grant = await sessions.start(db, settings, user)
+    return await _grant_response(request, grant)
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+@routes.post("/auth/refresh", summary="Trade a refresh token (body or cookie) for a new pair; rotates it",
+             body=RefreshBody, response=TokenResponse, headers=(CSRF_HEADER,),
+             responses={401: "invalid, expired, revoked or reused refresh token",
+                        403: "cookie used without an allowed Origin and the CSRF header"})
+async def refresh(request: web.Request, body: RefreshBody) -> web.Response:
+    settings = request.config_dict[keys.SETTINGS]
+    token = body.refresh_token
+    from_cookie = token is None
+    if token is None:
+        token = cookie_refresh_token(request, settings)
+    if token is None:
+        raise Unauthorized("send a refresh token", code="invalid_refresh_token")
+    grant = await sessions.rotate(request.config_dict[keys.DB], request.config_dict[keys.REDIS], settings, token)
+    # A browser keeps its refresh token in the HttpOnly cookie only: do not hand it to script.
+    return await _grant_response(request, grant, include_refresh=not from_cookie)
+
+
+@routes.post("/auth/logout", summary="End the session: its refresh tokens, access tokens and sockets",
+             body=LogoutBody, response=StatusResponse, headers=(CSRF_HEADER,),
+             responses={401: "no bearer or refresh token identifies a session"})
+async def logout(request: web.Request, body: LogoutBody) -> web.Response:
+    settings, db, redis = (request.config_dict[keys.SETTINGS], request.config_dict[keys.DB],
+                           request.config_dict[keys.REDIS])
+    targets: dict[str, str] = {}
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        try:
+            claims = decode_access_token(settings, header[7:].strip())
+            if claims.session_id:
+                targets[claims.session_id] = claims.user_id
+        except AppError:
+            pass  # an expired access token must not stop a logout that names its refresh token
+    token = body.refresh_token or cookie_refresh_token(request, settings)
+    if token:
+        found = await sessions.find_by_token(db, token)
+        if found is not None:
+            targets[str(found["_id"])] = str(found["user_id"])
+    if not targets:
+        raise Unauthorized("no session to end: send the access token or the refresh token", code="unauthorized")
+    for session_id, user_id in targets.items():
+        await sessions.revoke(db, redis, settings, session_id, user_id, reason="logout")
+    response = json_response({"status": "signed_out"})
+    clear_refresh_cookie(response)
+    return response
+
+
+# --- partners ---------------------------------------------------------------------------------
+
+@routes.post("/auth/partner/register", summary="Apply as a partner; sign in with a code, work once approved",
+             body=PartnerRegisterBody, response=StatusResponse, status=201,
+             responses={429: "too many registrations from this address"})
+async def register_partner(request: web.Request, body: PartnerRegisterBody) -> web.Response:
+    settings, db, redis = (request.config_dict[keys.SETTINGS], request.config_dict[keys.DB],
+                           request.config_dict[keys.REDIS])
+    await ratelimit.hit(redis, f"partner-register:ip:{_client(request)}", settings.otp_per_ip_per_hour, HOUR_S)
+    existing = await db.users.find_one({"$or": [{"email": body.email}, {"phone": body.phone}]},
+                                       {"email": 1, "phone": 1})
+    partner_id = await _create_partner(db, body) if existing is None else None
+    if partner_id is not None:
+        await notifications.enqueue(
+            db, channel="email", to=body.email, subject="PartyPilot: partner application received",
+            body=f"Hello {body.contact_name},\n\nThank you for applying to deliver with PartyPilot as "
+                 f"{body.company_name}. We review applications within two working days. Sign in with a one-time "
+                 f"code sent to this address to see your status.\n\nPartyPilot\n",
+            dedupe_key=f"partner-registered:{partner_id}")
+    else:
+        await _tell_existing_owner(db, existing or await db.users.find_one(
+            {"$or": [{"email": body.email}, {"phone": body.phone}]}, {"email": 1, "phone": 1}))
+    # The same answer either way, so this endpoint does not reveal who has an account.
+    return json_response({"status": "pending", "message": "Application received. Sign in with a one-time code; "
+                          "partner features open once an administrator approves you."}, status=201)
+
+
+async def _tell_existing_owner(db: Database, user: dict[str, Any] | None) -> None:
+    """Tell the owner of an email/phone that someone tried to register it again (at most daily)."""
+    if user is None:
+        return
+    text = ("Someone (perhaps you) tried to register a PartyPilot partner account with your email address "
+            "or phone number. You already have an account: sign in with a one-time code, or contact support "
+            "to turn it into a partner account.")
+    key = f"partner-register-exists:{user['_id']}:{iso()[:10]}"
+    if user.get("email"):
+        await notifications.enqueue(db, channel="email", to=str(user["email"]), subject="PartyPilot: partner "
+                                    "application", body=f"Hello,\n\n{text}\n\nPartyPilot\n", dedupe_key=key)
+    elif user.get("phone"):
+        await notifications.enqueue(db, channel="sms", to=str(user["phone"]), subject="", body=f"PartyPilot: {text}",
+                                    dedupe_key=key)
+
+
+async def _create_partner(db: Database, body: PartnerRegisterBody) -> str | None:
+    user_id, at = uuid.uuid4().hex, iso()
+    try:
+        await db.users.insert_one({"_id": user_id, "role": "partner", "email": body.email, "phone": body.phone,
+                                   "name": body.contact_name, "addresses": [], "created_at": at, "deleted": 0})
+    except DuplicateKeyError:
+        return None  # a concurrent registration or sign-in took the email or phone first
+    partner: dict[str, Any] = {
+        "_id": user_id, "company_name": body.company_name, "contact_name": body.contact_name,
+        "first_name": body.contact_name.split()[0], "email": body.email, "phone": body.phone,
+        "vehicle_type": body.vehicle_type, "status": "pending", "created_at": at, "status_at": at,
+    }
+    if body.service_area:
+        partner["service_area"] = body.service_area
+    await db.partners.insert_one(partner)
+    logger.info("partner %s registered, pending approval", user_id)
+    return user_id
+
+
+# --- passwords --------------------------------------------------------------------------------
+
+@routes.post("/auth/login", summary="Sign in with email and password (set one at PUT /api/users/password)",
+             body=LoginBody, response=TokenResponse,
+             responses={401: "invalid_credentials", 429: "locked after repeated failures, or rate limited"})
+async def login(request: web.Request, body: LoginBody) -> web.Response:
+    settings, db, redis = (request.config_dict[keys.SETTINGS], request.config_dict[keys.DB],
+                           request.config_dict[keys.REDIS])
+    await ratelimit.hit(redis, f"login:ip:{_client(request)}", settings.otp_per_ip_per_hour * settings.otp_max_attempts,
+                        HOUR_S, message="too many sign-in attempts from this address; try again later")
+    # Failures count per email (pseudonymised), known or not, so lockout does not reveal accounts.
+    failures = "login:fail:" + otp.destination_key(settings, otp.Destination("email", body.email))
+    await ratelimit.check(redis, failures, settings.otp_max_attempts, LOGIN_FAILURE_WINDOW_S,
+                          message="too many failed sign-ins; try again later or sign in with a code")
+    user = await db.users.find_one({"email": body.email})
+    if not await accounts.verify_password(body.password, (user or {}).get("password_hash")) or user is None:
+        await ratelimit.hit(redis, failures, settings.otp_max_attempts, LOGIN_FAILURE_WINDOW_S)
+        raise Unauthorized("the email or password is wrong", code="invalid_credentials")
+    await ratelimit.reset(redis, failures)
+    grant = await sessions.start(db, settings, user)
+    return await _grant_response(request, grant)

@@ -1,7 +1,92 @@
-"""/api routes: customer."""
+"""/api/users (customer side): my orders, my order statistics, my favourite packages."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from aiohttp import web
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from api.catalog import package_view
+from api.orders import OrderListQuery, list_customer_orders
+from api.paging import PageQuery, page_body
 from api.routing import RouteTable
+from core import keys
+from core.errors import NotFound
+from core.http import json_response
+from core.jsonutil import iso
+from core.orderflow import ACTIVE
+from core.tokens import Claims
 
 routes = RouteTable("customer")
+
+
+async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
+    await db.favorites.create_index([("user_id", 1), ("created_at", -1)])
+
+
+@routes.get("/users/orders", summary="My orders, newest first, optionally by status", query=OrderListQuery,
+            roles=("customer",))
+async def user_orders(request: web.Request, *, query: OrderListQuery, user: Claims) -> web.Response:
+    return json_response(await list_customer_orders(request.config_dict[keys.DB], user.user_id, query))
+
+
+@routes.get("/users/stats", summary="My order counts and total spent", roles=("customer",))
+async def user_stats(request: web.Request, *, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    cursor = await db.orders.aggregate([
+        {"$match": {"customer_id": user.user_id}},
+        {"$group": {"_id": "$status", "count": {"$sum": 1}, "amount": {"$sum": "$price"}}},
+    ])
+    by_status = {str(row["_id"]): row for row in await cursor.to_list()}
+    completed = by_status.get("completed", {})
+    return json_response({
+        "orders_total": sum(int(row["count"]) for row in by_status.values()),
+        "orders_active": sum(int(row["count"]) for status, row in by_status.items() if status in ACTIVE),
+        "orders_completed": int(completed.get("count", 0)),
+        "orders_cancelled": int(by_status.get("cancelled", {}).get("count", 0)),
+        # What completed orders cost; cancelled and refunded ones are not money spent.
+        "total_spent": int(completed.get("amount", 0)),
+        "currency": request.config_dict[keys.SETTINGS].currency,
+    })
+
+
+@routes.get("/users/favorites", summary="My favourite packages, most recently added first", query=PageQuery,
+            roles=("customer",))
+async def list_favorites(request: web.Request, *, query: PageQuery, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    where = {"user_id": user.user_id}
+    total = await db.favorites.count_documents(where)
+    favs = await db.favorites.find(where).sort("created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
+    ids = [str(f["package_id"]) for f in favs]
+    packages = {str(p["_id"]): p for p in await db.packages.find({"_id": {"$in": ids}}).to_list(None)}
+    # An archived package stays in the list, marked inactive, so the customer sees why it vanished.
+    items = [package_view(packages[pid]) for pid in ids if pid in packages]
+    return json_response(page_body(items, total, query))
+
+
+@routes.post("/users/favorites/{package_id}", summary="Add a package to my favourites", roles=("customer",),
+             status=201, responses={404: "no such package"})
+async def add_favorite(request: web.Request, *, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    package_id = request.match_info["package_id"]
+    if await db.packages.count_documents({"_id": package_id}, limit=1) == 0:
+        raise NotFound("no such package", code="package_not_found")
+    try:
+        await db.favorites.insert_one({"_id": f"{user.user_id}:{package_id}", "user_id": user.user_id,
+                                       "package_id": package_id, "created_at": iso()})
+    except DuplicateKeyError:
+        return json_response({"package_id": package_id, "favorite": True}, status=200)
+    return json_response({"package_id": package_id, "favorite": True}, status=201)
+
+
+@routes.delete("/users/favorites/{package_id}", summary="Remove a package from my favourites",
+               roles=("customer",), responses={404: "no such package"})
+async def remove_favorite(request: web.Request, *, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    package_id = request.match_info["package_id"]
+    if await db.packages.count_documents({"_id": package_id}, limit=1) == 0:
+        raise NotFound("no such package", code="package_not_found")
+    await db.favorites.delete_one({"_id": f"{user.user_id}:{package_id}"})
+    return json_response({"package_id": package_id, "favorite": False})

@@ -1,7 +1,301 @@
-"""/api routes: orders."""
+"""/api/orders: place an order (idempotently), read it, cancel it, review it."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from api import reviews
+from api.catalog import catalog_of
+from api.paging import PageQuery, page_body, public
 from api.routing import RouteTable
+from core import jsonutil, keys
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.http import json_response
+from core.jsonutil import iso
+from core.orderflow import ACTIVE, STATUSES, OrderFlow
+from core.tokens import Claims
+from geo.areas import ServiceArea, ServiceAreas
+
+logger = logging.getLogger(__name__)
 
 routes = RouteTable("orders")
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_KEY_SHAPE = re.compile(r"^[A-Za-z0-9_\-:.]{8,128}$")
+MAX_DAYS_AHEAD = 730
+# What a customer may cancel from; admins may cancel any non-terminal order.
+CUSTOMER_CANCELLABLE = frozenset({"pending_payment", "placed", "offered", "assigned"})
+# Internal bookkeeping nobody outside the server needs to see.
+_INTERNAL = frozenset({"request_hash", "idempotency_key", "notify_pending", "notified_upto"})
+# Dispatch state that is nobody's business but the admin's.
+_DISPATCH = frozenset({"offer_partner_ids", "declined_partner_ids", "offer_fence", "offer_expires_ms"})
+
+OrderStatus = Literal["pending_payment", "placed", "offered", "assigned", "en_route", "arrived",
+                      "setup_complete", "completed", "cancelled", "refunded"]
+assert set(get_args(OrderStatus)) == set(STATUSES)
+
+
+class Address(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    line1: str = Field(min_length=1, max_length=200)
+    city: str = Field(min_length=1, max_length=80)
+    postal_code: str = Field(min_length=3, max_length=12, pattern=r"^[A-Za-z0-9 \-]+$")
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+
+
+class OrderCreate(BaseModel):
+    """What a customer sends. Prices are not accepted: the server computes them."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    package_id: str = Field(min_length=1, max_length=64)
+    event_date: date
+    address: Address
+    guests: int = Field(ge=1, le=100_000)
+    notes: str = Field("", max_length=1000)
+    payment_option: Literal["deposit", "full", "cash"]
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=300)
+
+
+class ReviewCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    rating: int = Field(ge=1, le=5)
+    text: str = Field("", max_length=2000)
+
+
+class OrderListQuery(PageQuery):
+    status: OrderStatus | None = None
+
+
+async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
+    # Keys are stored scoped as "<customer_id>:<key>"; sparse so orders made without one
+    # (admin tools, tests) do not collide on a missing value.
+    await db.orders.create_index("idempotency_key", unique=True, sparse=True)
+    await db.orders.create_index([("customer_id", 1), ("created_at", -1)])
+    await db.orders.create_index([("partner_id", 1), ("created_at", -1)])
+    await db.orders.create_index([("status", 1), ("created_at", -1)])
+    await db.orders.create_index("created_at")
+    await reviews.ensure_indexes(db)
+
+
+@functools.lru_cache(maxsize=8)
+def service_areas(path: Path | None) -> ServiceAreas:
+    """Parsed once per file: polygons do not change while the process runs."""
+    return ServiceAreas.load(path)
+
+
+def request_hash(body: OrderCreate) -> str:
+    canonical = jsonutil.dumpb(body.model_dump(mode="json"))
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def customer_view(order: Mapping[str, Any]) -> dict[str, Any]:
+    return public(order, _INTERNAL | _DISPATCH)
+
+
+def admin_view(order: Mapping[str, Any]) -> dict[str, Any]:
+    return public(order, frozenset({"request_hash"}))
+
+
+async def assigned_views(db: AsyncDatabase[dict[str, Any]],
+                         orders: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What the assigned partner sees: the exact address and how to reach the customer."""
+    ids = list({str(o.get("customer_id")) for o in orders})
+    customers = {str(c["_id"]): c for c in await db.users.find({"_id": {"$in": ids}}, {"name": 1, "phone": 1})
+                 .to_list(None)} if ids else {}
+    views = []
+    for order in orders:
+        customer = customers.get(str(order.get("customer_id")), {})
+        view = public(order, _INTERNAL | _DISPATCH)
+        view["customer"] = {"name": customer.get("name") or "", "phone": customer.get("phone") or ""}
+        views.append(view)
+    return views
+
+
+async def assigned_view(db: AsyncDatabase[dict[str, Any]], order: Mapping[str, Any]) -> dict[str, Any]:
+    return (await assigned_views(db, [order]))[0]
+
+
+def _idempotency_key(request: web.Request) -> str:
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if not _KEY_SHAPE.match(key):
+        raise ValidationFailed(
+            f"send an {IDEMPOTENCY_HEADER} header (8-128 letters, digits or -_:.) so a retry cannot "
+            "create a second order",
+            details=[{"field": IDEMPOTENCY_HEADER, "message": "missing or malformed", "type": "header"}])
+    return key
+
+
+def _field_error(field: str, message: str, kind: str) -> ValidationFailed:
+    return ValidationFailed("the request is invalid", details=[{"field": field, "message": message, "type": kind}])
+
+
+async def _check_order(request: web.Request, body: OrderCreate) -> tuple[dict[str, Any], ServiceArea]:
+    """The package, capacity, date and service-area rules; raises a 422 naming the field."""
+    snap = await catalog_of(request).snapshot()
+    package = snap.by_id.get(body.package_id)
+    if package is None:
+        raise _field_error("package_id", "no such active package", "package_unavailable")
+    if body.guests > package["capacity"]:
+        raise _field_error("guests", f"this package hosts at most {package['capacity']} guests", "over_capacity")
+    today = datetime.now(UTC).date()
+    if body.event_date <= today:
+        raise _field_error("event_date", "the event date must be in the future", "date_not_future")
+    if body.event_date > today + timedelta(days=MAX_DAYS_AHEAD):
+        raise _field_error("event_date", "the event date is too far ahead", "date_too_far")
+    settings = request.config_dict[keys.SETTINGS]
+    area = service_areas(settings.service_areas_file).locate(body.address.lat, body.address.lng)
+    if area is None:
+        raise _field_error("address", "we do not serve this address yet", "outside_service_area")
+    return package, area
+
+
+async def _replay(db: AsyncDatabase[dict[str, Any]], scoped_key: str, digest: str) -> dict[str, Any] | None:
+    existing = await db.orders.find_one({"idempotency_key": scoped_key})
+    if existing is None:
+        return None
+    if existing.get("request_hash") != digest:
+        raise Conflict("this Idempotency-Key was already used for a different order",
+                       code="idempotency_mismatch")
+    return existing
+
+
+@routes.post("/orders", summary="Place an order (idempotent with the Idempotency-Key header)",
+             body=OrderCreate, roles=("customer",), status=201, headers=(IDEMPOTENCY_HEADER,),
+             responses={200: "a retry: the order this key already created",
+                        409: "the key was used with a different body"})
+async def create_order(request: web.Request, *, body: OrderCreate, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    settings = request.config_dict[keys.SETTINGS]
+    key = _idempotency_key(request)
+    scoped_key = f"{user.user_id}:{key}"
+    digest = request_hash(body)
+    try:
+        package, area = await _check_order(request, body)
+    except ValidationFailed:
+        # A retry of an order that was accepted before (say, the package has since been
+        # archived) still gets its order back rather than a validation error.
+        existing = await _replay(db, scoped_key, digest)
+        if existing is not None:
+            return json_response(customer_view(existing), status=200)
+        raise
+
+    now = iso()
+    price = int(package["price"])
+    order: dict[str, Any] = {
+        "_id": uuid.uuid4().hex, "customer_id": user.user_id, "package_id": package["id"],
+        "package": {"name": package["name"], "price": price, "currency": package["currency"],
+                    "category": package["category"], "duration_min": package["duration_min"]},
+        "event_date": body.event_date.isoformat(), "address": body.address.model_dump(),
+        "guests": body.guests, "notes": body.notes, "payment_option": body.payment_option,
+        "price": price, "currency": package["currency"],
+        "status": "placed", "version": 1,
+        "history": [{"status": "placed", "at": now, "by_role": "customer", "by": user.user_id, "reason": None}],
+        "offer_partner_ids": [], "offer_fence": 0, "offer_expires_ms": 0, "declined_partner_ids": [],
+        "service_area": area.name, "idempotency_key": scoped_key, "request_hash": digest,
+        "created_at": now, "updated_at": now, "notify_pending": 1, "notified_upto": 0, "reviewed": 0,
+    }
+    if body.payment_option == "deposit":
+        order["deposit_amount"] = price * settings.deposit_rate_bp // 10_000
+    # The unique index on the scoped key decides: no read before the write, so the common
+    # case costs one round trip, and racing retries cannot both insert.
+    try:
+        await db.orders.insert_one(order)
+    except DuplicateKeyError:
+        existing = await _replay(db, scoped_key, digest)
+        if existing is None:
+            raise
+        return json_response(customer_view(existing), status=200)
+    logger.info("order %s placed for package %s", order["_id"], package["id"])
+    await OrderFlow(db, request.config_dict[keys.REDIS]).announce(order, prev_status=None, by_role="customer")
+    return json_response(customer_view(order), status=201)
+
+
+async def list_customer_orders(db: AsyncDatabase[dict[str, Any]], customer_id: str,
+                               query: OrderListQuery) -> dict[str, Any]:
+    """One page of a customer's orders, newest first."""
+    where: dict[str, Any] = {"customer_id": customer_id}
+    if query.status is not None:
+        where["status"] = query.status
+    total = await db.orders.count_documents(where)
+    docs = await db.orders.find(where).sort("created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
+    return page_body([customer_view(d) for d in docs], total, query)
+
+
+@routes.get("/orders/myorders", summary="My orders, newest first", query=OrderListQuery, roles=("customer",))
+async def my_orders(request: web.Request, *, query: OrderListQuery, user: Claims) -> web.Response:
+    return json_response(await list_customer_orders(request.config_dict[keys.DB], user.user_id, query))
+
+
+async def _partner_card(db: AsyncDatabase[dict[str, Any]], partner_id: str) -> dict[str, Any]:
+    doc = await db.partners.find_one({"_id": partner_id}, {"first_name": 1, "contact_name": 1, "vehicle_type": 1})
+    if doc is None:
+        return {"id": partner_id}
+    first = doc.get("first_name") or str(doc.get("contact_name") or "").split(" ")[0]
+    return {"id": partner_id, "first_name": first, "vehicle_type": doc.get("vehicle_type")}
+
+
+@routes.get("/orders/{id}", summary="One order: its customer, its assigned partner or an admin",
+            roles=("customer", "partner", "admin"), responses={404: "no such order visible to you"})
+async def get_order(request: web.Request, *, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    order = await db.orders.find_one({"_id": request.match_info["id"]})
+    if order is None:
+        raise NotFound("no such order")
+    if user.role == "admin":
+        return json_response(admin_view(order))
+    if user.role == "customer" and order.get("customer_id") == user.user_id:
+        view = customer_view(order)
+        if order.get("partner_id"):
+            view["partner"] = await _partner_card(db, str(order["partner_id"]))
+        return json_response(view)
+    if user.role == "partner" and order.get("partner_id") == user.user_id:
+        return json_response(await assigned_view(db, order))
+    # Not yours: indistinguishable from a missing order.
+    raise NotFound("no such order")
+
+
+@routes.post("/orders/{id}/cancel", summary="Cancel an order within the cancellation policy",
+             body=CancelRequest, roles=("customer", "admin"),
+             responses={404: "no such order", 409: "the order can no longer be cancelled"})
+async def cancel_order(request: web.Request, *, body: CancelRequest, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    order_id = request.match_info["id"]
+    order = await db.orders.find_one({"_id": order_id}, {"customer_id": 1})
+    if order is None or (user.role == "customer" and order.get("customer_id") != user.user_id):
+        raise NotFound("no such order")
+    allowed = CUSTOMER_CANCELLABLE if user.role == "customer" else ACTIVE
+    flow = OrderFlow(db, request.config_dict[keys.REDIS])
+    after = await flow.transition(
+        order_id, "cancelled", by_role=user.role, by_id=user.user_id, reason=body.reason,
+        allowed_from=allowed, set_fields={"offer_partner_ids": [], "offer_expires_ms": 0, "cancelled_at": iso()},
+        conflict_message="this order can no longer be cancelled",
+    )
+    return json_response(customer_view(after) if user.role == "customer" else admin_view(after))
+
+
+@routes.post("/orders/{id}/review", summary="Rate a completed order (once, by its customer)",
+             body=ReviewCreate, roles=("customer",), status=201,
+             responses={404: "no such order", 409: "not completed yet, or already reviewed"})
+async def review_order(request: web.Request, *, body: ReviewCreate, user: Claims) -> web.Response:
+    review = await reviews.add_review(request.config_dict[keys.DB], catalog_of(request),
+                                      order_id=request.match_info["id"], customer_id=user.user_id,
+                                      rating=body.rating, text=body.text)
+    return json_response(public(review), status=201)

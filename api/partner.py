@@ -1,7 +1,179 @@
-"""/api routes: partner."""
+"""/api/partner: a partner's offers, jobs, status changes, REST location fallback and earnings."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from api import earnings
+from api.orders import OrderListQuery, assigned_view, assigned_views
+from api.paging import PageQuery, page_body
 from api.routing import RouteTable
+from core import keys
+from core.contracts import OFFER_EVENTS, LocationPoint, OfferReplyEvent
+from core.errors import Conflict, NotFound, ServiceUnavailable
+from core.http import json_response
+from core.jsonutil import iso, now_ms
+from core.orderflow import PARTNER_NEXT, OrderFlow
+from core.tokens import Claims
+from geo.areas import approximate
+
+logger = logging.getLogger(__name__)
 
 routes = RouteTable("partner")
+
+
+class AcceptQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    fence: int | None = Field(None, ge=0, description="the offer_fence shown with the offer; a stale one loses")
+
+
+class StatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["en_route", "arrived", "setup_complete", "completed"]
+    note: str | None = Field(None, max_length=300)
+
+
+class LocationFix(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+    accuracy: float | None = Field(None, ge=0, le=100_000, description="95% radius, metres")
+    speed: float | None = Field(None, ge=0, le=100, description="m/s")
+    heading: float | None = Field(None, ge=0, lt=360)
+    ts: int | None = Field(None, ge=0, description="ms since epoch on the phone's clock; now when absent")
+
+
+class EarningsQuery(PageQuery):
+    period: earnings.Period = Field("day", description="day, week or month")
+
+
+def offer_view(order: Mapping[str, Any], rate_bp: int) -> dict[str, Any]:
+    """An order as offered: enough to decide, but no customer contact or exact address."""
+    address = order.get("address") or {}
+    lat, lng = approximate(float(address.get("lat", 0.0)), float(address.get("lng", 0.0)))
+    price = int(order.get("price", 0))
+    return {
+        "id": str(order["_id"]), "status": order.get("status"), "package": order.get("package"),
+        "event_date": order.get("event_date"), "guests": order.get("guests"),
+        "area": order.get("service_area"), "city": address.get("city"),
+        "approx_location": {"lat": lat, "lng": lng},
+        "price": price, "currency": order.get("currency"),
+        "payout": price - earnings.commission(price, rate_bp),
+        "offer_fence": int(order.get("offer_fence", 0)), "offer_expires_ms": int(order.get("offer_expires_ms", 0)),
+        "version": int(order.get("version", 0)),
+    }
+
+
+@routes.get("/partner/orders/my", summary="Orders assigned to me, newest first", query=OrderListQuery,
+            roles=("partner",))
+async def my_jobs(request: web.Request, *, query: OrderListQuery, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    where: dict[str, Any] = {"partner_id": user.user_id}
+    if query.status is not None:
+        where["status"] = query.status
+    total = await db.orders.count_documents(where)
+    docs = await db.orders.find(where).sort("created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
+    return json_response(page_body(await assigned_views(db, docs), total, query))
+
+
+@routes.get("/partner/orders/new", summary="Offers open to me right now", roles=("partner",))
+async def open_offers(request: web.Request, *, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    rate_bp = request.config_dict[keys.SETTINGS].commission_rate_bp
+    where = {"status": "offered", "offer_partner_ids": user.user_id, "offer_expires_ms": {"$gt": now_ms()}}
+    docs = await db.orders.find(where).sort("offer_expires_ms", 1).limit(50).to_list(None)
+    items = [offer_view(doc, rate_bp) for doc in docs]
+    return json_response({"items": items, "total": len(items), "page": 1, "limit": 50})
+
+
+@routes.put("/partner/orders/{id}/accept", summary="Accept an offer: exactly one partner wins",
+            query=AcceptQuery, roles=("partner",),
+            responses={404: "no such order", 409: "the offer is no longer open to you"})
+async def accept_offer(request: web.Request, *, query: AcceptQuery, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    flow = OrderFlow(db, request.config_dict[keys.REDIS])
+    # The guarantee is the conditional update inside accept_offer; nothing here needs a lock.
+    after = await flow.accept_offer(request.match_info["id"], user.user_id, fence=query.fence)
+    logger.info("order %s accepted by partner %s", after["_id"], user.user_id)
+    return json_response(await assigned_view(db, after))
+
+
+@routes.put("/partner/orders/{id}/decline", summary="Decline an offer so dispatch moves on",
+            roles=("partner",), responses={404: "no such order", 409: "the offer is not yours to decline"})
+async def decline_offer(request: web.Request, *, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    order_id = request.match_info["id"]
+    # Orders are created with declined_partner_ids = [] (the embedded server's $addToSet needs
+    # an existing array). The precondition makes a decline of someone else's offer a no-op.
+    after = await db.orders.find_one_and_update(
+        {"_id": order_id, "status": "offered", "offer_partner_ids": user.user_id},
+        {"$addToSet": {"declined_partner_ids": user.user_id}, "$set": {"updated_at": iso()}},
+    )
+    if after is None:
+        if await db.orders.count_documents({"_id": order_id}, limit=1) == 0:
+            raise NotFound("no such order")
+        raise Conflict("this offer is not open to you", code="offer_not_open")
+    event = OfferReplyEvent(order_id=order_id, partner_id=user.user_id, accept=False)
+    await request.config_dict[keys.REDIS].publish(OFFER_EVENTS, event.model_dump_json())
+    return json_response({"order_id": order_id, "declined": True})
+
+
+@routes.put("/partner/orders/{id}/status", summary="Move my order to its next state",
+            body=StatusChange, roles=("partner",),
+            responses={404: "no such order assigned to you", 409: "not the next legal state"})
+async def change_status(request: web.Request, *, body: StatusChange, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    order_id = request.match_info["id"]
+    order = await db.orders.find_one({"_id": order_id}, {"partner_id": 1, "status": 1})
+    if order is None or order.get("partner_id") != user.user_id:
+        raise NotFound("no such order assigned to you")
+    current = str(order.get("status"))
+    if PARTNER_NEXT.get(current) != body.status:
+        raise Conflict(f"an order that is {current} cannot become {body.status}", code="illegal_transition",
+                       details={"status": current, "requested": body.status, "next": PARTNER_NEXT.get(current)})
+    after = await OrderFlow(db, request.config_dict[keys.REDIS]).transition(
+        order_id, body.status, by_role="partner", by_id=user.user_id, reason=body.note,
+        allowed_from=frozenset({current}), expect={"partner_id": user.user_id},
+        set_fields={f"{body.status}_at": iso()},
+    )
+    return json_response(await assigned_view(db, after))
+
+
+@routes.put("/partner/location", summary="Report my position (REST fallback for the socket)",
+            body=LocationFix, roles=("partner",), responses={503: "location ingest is not running"})
+async def report_location(request: web.Request, *, body: LocationFix, user: Claims) -> web.Response:
+    sink = request.config_dict.get(keys.LOCATION_SINK)
+    if sink is None:
+        raise ServiceUnavailable("location tracking is not available right now", code="ingest_unavailable")
+    # Clock skew, ordering and plausibility are judged by the ingest, against the partner's
+    # previous fix; its verdict per point is the answer.
+    ts = body.ts if body.ts is not None else now_ms()
+    point = LocationPoint(lat=body.lat, lng=body.lng, accuracy=body.accuracy, speed=body.speed,
+                          heading=body.heading, ts=ts)
+    result = await sink.ingest(user.user_id, [point])
+    return json_response(result.model_dump())
+
+
+@routes.get("/partner/earnings", summary="My earnings per order and per period, after commission",
+            query=EarningsQuery, roles=("partner",))
+async def partner_earnings(request: web.Request, *, query: EarningsQuery, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    rate_bp = request.config_dict[keys.SETTINGS].commission_rate_bp
+    docs = await db.orders.find(
+        {"partner_id": user.user_id, "status": "completed"},
+        {"price": 1, "currency": 1, "package": 1, "event_date": 1, "completed_at": 1, "history": 1,
+         "updated_at": 1, "created_at": 1},
+    ).to_list(None)
+    summary = earnings.summarize(docs, rate_bp, query.period)
+    lines = summary["lines"]
+    return json_response({
+        "currency": request.config_dict[keys.SETTINGS].currency, "commission_rate_bp": rate_bp,
+        "period": query.period, "totals": summary["totals"], "periods": summary["periods"],
+        **page_body(lines[query.skip:query.skip + query.limit], len(lines), query),
+    })
+

@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from core import keys
+from core.contracts import REVOKED_SESSION_KEY
 from core.errors import Forbidden, Unauthorized
 from core.tokens import Claims, Role, decode_access_token
 
-REVOKED_SESSION_KEY = "pp:session:revoked:{sid}"
 CLAIMS: web.RequestKey[Claims] = web.RequestKey("claims", Claims)
 
 

@@ -103,3 +103,109 @@ PARTNER_STATE = "pp:partner:{partner_id}"  # HASH: lat, lng, ts, accuracy, speed
 # MongoDB collection written by the dispatch engine, read by admins through the API:
 # {_id, order_id, at (ISO), event: candidates|offer|reply|timeout|revoked|widen|alert|assigned, data: {...}}
 DISPATCH_AUDIT = "dispatch_audit"
+
+
+# --- Added by the dispatch engine -------------------------------------------------------------
+
+# A revoked session (logout, refresh reuse): written by api, read by dispatch at socket connect.
+REVOKED_SESSION_KEY = "pp:session:revoked:{sid}"
+# ZSET: partner_id -> ms of the partner's last change of any kind (ping, availability, job), which
+# the admin fleet ticks read to build deltas.
+FLEET_CHANGED = "pp:fleet:changed"
+# ZSET: order_id -> ms when the order's current offer round expires. Any process claims due
+# members atomically, so a dead process does not strand an offer.
+OFFER_TIMERS = "pp:offers:timers"
+# STRING "<order_id>:<fence>" with a TTL: the one pending offer a partner holds.
+PARTNER_OFFER = "pp:partner:{partner_id}:offer"
+# SET: partner ids currently holding the offer of an order (popped atomically when it closes).
+OFFER_HOLDERS = "pp:offer:{order_id}:holders"
+# SET: partners busy with an assigned order (mirrors PARTNER_STATE.order_id; reconciled with MongoDB).
+FLEET_BUSY = "pp:fleet:busy"
+# STRING: present while the fleet index matches MongoDB; missing after Redis lost its data.
+FLEET_EPOCH = "pp:fleet:epoch"
+# MongoDB collections written by the dispatch engine.
+PARTNER_POSITIONS = "partner_positions"            # _id partner id: last known position, online 0/1
+PARTNER_TRACKS = "partner_tracks"                  # bounded, down-sampled position history
+
+# Socket.IO messages (server -> client). Every order and fleet message carries a `version`.
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OfferMessage(_Message):
+    """`offer` to room partner:{id}."""
+
+    order_id: str
+    pickup: LatLng
+    distance_m: int
+    eta_s: int
+    payout: int
+    currency: str
+    expires_at: int  # ms since epoch
+    fence: int
+    version: int
+
+
+class OfferRevokedMessage(_Message):
+    """`offer_revoked` to room partner:{id}."""
+
+    order_id: str
+    reason: Literal["taken", "expired", "cancelled"]
+    version: int
+
+
+class OrderStatusMessage(_Message):
+    """`order_status` to rooms order:{id} and admins."""
+
+    order_id: str
+    status: str
+    at: str
+    version: int
+    partner_id: str | None = None
+    reason: str | None = None
+
+
+class PartnerLocationMessage(_Message):
+    """`partner_location` to room order:{id}, from assignment until completion."""
+
+    order_id: str
+    lat: float
+    lng: float
+    ts: int
+    eta_s: int
+    heading: float | None = None
+    speed: float | None = None
+
+
+class FleetPartner(_Message):
+    id: str
+    lat: float
+    lng: float
+    status: Literal["idle", "offered", "busy", "offline", "stale"]
+    last_seen: int  # ms since epoch
+
+
+class FleetMessage(_Message):
+    """`fleet` to one subscribed admin socket: a snapshot, then deltas on a tick."""
+
+    type: Literal["snapshot", "delta"]
+    partners: list[FleetPartner]
+    removed: list[str]
+    version: int
+
+
+class DispatchAlertMessage(_Message):
+    """`dispatch_alert` to room admins: nobody took the order; it waits for manual assignment."""
+
+    order_id: str
+    reason: str
+    radius_m: int
+    candidates_tried: int
+    at: str
+
+
+class AckError(_Message):
+    code: str
+    message: str

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,11 +36,14 @@ def make_mongo_client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
     )
 
 
-def make_redis(url: str) -> Redis:
+def make_redis(url: str, max_connections: int = 64) -> Redis:
     # Explicit socket timeouts and a short, bounded retry: a dead Redis must surface as a fast
-    # error (503), never a hung request.
-    return Redis.from_url(
+    # error (503), never a hung request. A blocking pool makes bursts wait briefly for a
+    # connection instead of failing with MaxConnectionsError (redis-py's default pool raises).
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=2.0,
         decode_responses=True,
         socket_timeout=2.0,
         socket_connect_timeout=1.0,
@@ -48,6 +51,7 @@ def make_redis(url: str) -> Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=15,
     )
+    return Redis.from_pool(pool)
 
 
 async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:

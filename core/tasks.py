@@ -36,8 +36,24 @@ class TaskOwner:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task that swallows its cancellation must not hang shutdown forever.
+            _, stuck = await asyncio.wait(tasks, timeout=10)
+            for task in stuck:
+                logger.error("background task %s ignored cancellation", task.get_name())
         self._tasks.clear()
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def stop_if_cancelled() -> None:
+    """Re-raise a pending cancellation; call it from a loop's `except Exception`.
+
+    A library may turn our task's cancellation into an ordinary exception (PyMongo raises
+    AutoReconnect or `_OperationCancelled` in some paths). A loop that swallowed it would stay
+    "cancelling" forever and hang the app's shutdown, so a pending cancel request always wins.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

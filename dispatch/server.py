@@ -1,22 +1,75 @@
-"""Socket.IO server attached to the aiohttp app at /socket.io."""
+"""Socket.IO on the aiohttp app at /socket.io: authentication, rooms, per-socket limits, events.
+
+Rooms: `partner:{id}` (offers), `order:{id}` (a tracked order), `admins` (alerts, order board).
+Every event is acknowledged `{"ok": true, ...}` or `{"ok": false, "error": {"code", "message"}}`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 from aiohttp import web
 
+from core import keys
+from core.contracts import REVOKED_SESSION_KEY
 from core.errors import AppError
 from core.settings import Settings
 from core.tokens import decode_access_token
+from dispatch import acks
+from dispatch.engine import Engine, Tuning
+from dispatch.ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
 
 SIO = web.AppKey("sio", socketio.AsyncServer)
+ENGINE = web.AppKey("dispatch_engine", Engine)
+# Tests (and operators) may shorten the engine's loop periods by setting this before start-up.
+TUNING = web.AppKey("dispatch_tuning", Tuning)
 # A ping is ~130 bytes and a buffered batch a few KiB: cap messages far below the 1 MB default.
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_BATCH_POINTS = 500
+# Per socket: a phone sends one fix a second plus the odd reply; 10/s with bursts of 30 leaves
+# room for a reconnect flush (which is one `location_batch`) and stops a flood.
+EVENT_RATE = 10.0
+EVENT_BURST = 30.0
+# Connects and non-ping events that touch Redis/MongoDB run at most this many at a time, so a
+# reconnect storm (thousands of phones at once) queues here instead of exhausting the store
+# connection pools. Pings are batched by the ingest and do not need the gate.
+STORE_CONCURRENCY = 64
+UNGATED = frozenset({"location", "location_batch"})
+
+
+@dataclass
+class Conn:
+    """Who is on a socket. Kept in memory: read on every event, so no session round trip."""
+
+    user_id: str
+    role: str
+    session_id: str
+    expires_at: int
+    bucket: TokenBucket = field(default_factory=lambda: TokenBucket(EVENT_RATE, EVENT_BURST))
+
+
+class _OrjsonCodec:
+    """python-socketio accepts any module-like object with dumps/loads."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        from core.jsonutil import dumps
+
+        return dumps(obj)
+
+    @staticmethod
+    def loads(data: str | bytes, **_: Any) -> Any:
+        from core.jsonutil import loads
+
+        return loads(data)
 
 
 def create_sio(settings: Settings) -> socketio.AsyncServer:
@@ -36,40 +89,267 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
     )
 
 
-class _OrjsonCodec:
-    """python-socketio accepts any module-like object with dumps/loads."""
+class SocketEmitter:
+    """dispatch.emitter.Emitter over the Socket.IO server."""
 
-    @staticmethod
-    def dumps(obj: Any, **_: Any) -> str:
-        from core.jsonutil import dumps
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self.sio = sio
 
-        return dumps(obj)
+    async def emit(self, event: str, data: dict[str, Any], room: str, *, local: bool = False) -> None:
+        try:
+            await self.sio.emit(event, data, to=room, ignore_queue=local)
+        except Exception as exc:  # pushes are hints; clients re-read the truth over REST
+            logger.warning("emit %s failed: %s", event, type(exc).__name__)
 
-    @staticmethod
-    def loads(data: str | bytes, **_: Any) -> Any:
-        from core.jsonutil import loads
 
-        return loads(data)
+class Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SocketServer:
+    """Connects sockets to the engine: authentication, rooms, limits and event handlers."""
+
+    def __init__(self, sio: socketio.AsyncServer, settings: Settings, app: web.Application) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.app = app
+        self.conns: dict[str, Conn] = {}
+        self.by_user: dict[str, set[str]] = {}
+        self.gate = asyncio.Semaphore(STORE_CONCURRENCY)
+
+    @property
+    def engine(self) -> Engine:
+        return self.app[ENGINE]
+
+    def register(self) -> None:
+        self.sio.on("connect", self.connect)
+        self.sio.on("disconnect", self.disconnect)
+        handlers: dict[str, Callable[[Conn, str, Any], Awaitable[dict[str, Any]]]] = {
+            "auth": self.on_auth, "location": self.on_location, "location_batch": self.on_location_batch,
+            "availability": self.on_availability, "offer_reply": self.on_offer_reply, "track": self.on_track,
+            "fleet_subscribe": self.on_fleet_subscribe, "fleet_unsubscribe": self.on_fleet_unsubscribe,
+        }
+        for name, handler in handlers.items():
+            self.sio.on(name, self._guarded(name, handler))
+
+    # --- connection -------------------------------------------------------------------------------
+
+    async def _identify(self, token: Any) -> Conn:
+        if not isinstance(token, str) or not token:
+            raise Refused("unauthorized", "token required")
+        try:
+            claims = decode_access_token(self.settings, token)
+        except AppError as exc:
+            raise Refused(exc.code, exc.message) from None
+        redis = self.app[keys.REDIS]
+        if claims.session_id and await redis.exists(REVOKED_SESSION_KEY.format(sid=claims.session_id)):
+            raise Refused("session_revoked", "this session has ended; sign in again")
+        if claims.role == "partner":
+            standing = await self.engine.partners.standing(claims.user_id)
+            status = standing.status if standing else None
+            if status == "suspended":
+                raise Refused("partner_suspended", "your partner account is suspended")
+            if status != "approved":
+                raise Refused("partner_not_approved", "your partner account is not approved yet")
+        return Conn(claims.user_id, claims.role, claims.session_id, claims.expires_at)
+
+    async def connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        try:
+            async with self.gate:
+                conn = await self._identify(auth.get("token") if isinstance(auth, dict) else None)
+        except Refused as exc:
+            # The client's connect_error receives {"message": ..., "data": {"code", "message"}}.
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code, "message": exc.message}) from None
+        except Exception as exc:  # a store is down: refuse now, the client retries
+            logger.warning("socket connect failed: %s", type(exc).__name__)
+            message = "the server is not ready; retry shortly"
+            raise socketio.exceptions.ConnectionRefusedError(
+                message, {"code": acks.UNAVAILABLE, "message": message}) from None
+        self.conns[sid] = conn
+        self.by_user.setdefault(conn.user_id, set()).add(sid)
+        if conn.role == "partner":
+            await self.sio.enter_room(sid, f"partner:{conn.user_id}")
+        elif conn.role == "admin":
+            await self.sio.enter_room(sid, "admins")
+
+    def _forget(self, sid: str) -> None:
+        conn = self.conns.pop(sid, None)
+        if conn is not None:
+            sids = self.by_user.get(conn.user_id, set())
+            sids.discard(sid)
+            if not sids:
+                self.by_user.pop(conn.user_id, None)
+
+    async def disconnect(self, sid: str, *_: Any) -> None:
+        self._forget(sid)
+        if ENGINE in self.app:
+            self.engine.live.unsubscribe(sid)
+
+    async def drop_partner(self, partner_id: str, status: str) -> None:
+        """A partner lost its standing: end its sockets here at once."""
+        await self._drop(partner_id, lambda c: c.role == "partner", f"partner_{status}")
+
+    async def drop_session(self, user_id: str, session_id: str | None) -> None:
+        """A session ended (None: every session of the user): end its sockets here at once."""
+        await self._drop(user_id, lambda c: session_id is None or c.session_id == session_id, "session_revoked")
+
+    async def _drop(self, user_id: str, match: Callable[[Conn], bool], reason: str) -> None:
+        for sid in [sid for sid in self.by_user.get(user_id, ()) if match(self.conns[sid])]:
+            logger.info("disconnecting a socket: %s", reason)
+            self._forget(sid)
+            await self.sio.disconnect(sid, ignore_queue=True)
+
+    async def close_all(self) -> None:
+        for sid in list(self.conns):
+            self._forget(sid)
+            try:
+                await self.sio.disconnect(sid, ignore_queue=True)
+            except Exception:
+                logger.debug("disconnect at shutdown failed", exc_info=True)
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def _guarded(self, name: str, handler: Callable[[Conn, str, Any], Awaitable[dict[str, Any]]],
+                 ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
+        async def run(sid: str, data: Any = None) -> dict[str, Any]:
+            conn = self.conns.get(sid)
+            if conn is None:
+                return acks.error(acks.FORBIDDEN, "not connected")
+            if not conn.bucket.take():
+                return acks.error(acks.RATE_LIMITED, "too many events; slow down")
+            # A socket outlives its access token: every event but `auth` needs a live one.
+            if name != "auth" and conn.expires_at <= time.time():
+                return acks.error(acks.TOKEN_EXPIRED, "the access token has expired; send `auth` with a new one")
+            try:
+                if name in UNGATED:
+                    return await handler(conn, sid, data)
+                async with self.gate:
+                    return await handler(conn, sid, data)
+            except AppError as exc:
+                return acks.error(exc.code, exc.message)
+            except Exception as exc:  # a store is down: answer fast so the client keeps its data
+                logger.warning("socket event %s failed: %s", name, type(exc).__name__)
+                return acks.error(acks.UNAVAILABLE, "the server could not complete this; retry later")
+
+        run.__name__ = f"on_{name}"
+        return run
+
+    async def on_auth(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
+        """Re-authenticate in place with a fresh access token for the same user."""
+        try:
+            fresh = await self._identify(data.get("token") if isinstance(data, dict) else None)
+        except Refused as exc:
+            return acks.error(exc.code, exc.message)
+        if fresh.user_id != conn.user_id or fresh.role != conn.role:
+            return acks.error(acks.FORBIDDEN, "the token belongs to someone else")
+        conn.expires_at, conn.session_id = fresh.expires_at, fresh.session_id
+        return acks.ok(expires_at=fresh.expires_at)
+
+    async def on_location(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
+        if conn.role != "partner":
+            return acks.error(acks.FORBIDDEN, "only partners send locations")
+        # Identity comes from the socket, never from the payload: a partner_id field is refused.
+        return await self.engine.ingest.ingest_raw(conn.user_id, [data])
+
+    async def on_location_batch(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
+        if conn.role != "partner":
+            return acks.error(acks.FORBIDDEN, "only partners send locations")
+        points = data.get("points") if isinstance(data, dict) else None
+        if not isinstance(points, list) or not points or len(points) > MAX_BATCH_POINTS:
+            return acks.error(acks.INVALID_PAYLOAD, f"points must be a list of 1 to {MAX_BATCH_POINTS} fixes")
+        return await self.engine.ingest.ingest_raw(conn.user_id, points)
+
+    async def on_availability(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
+        if conn.role != "partner":
+            return acks.error(acks.FORBIDDEN, "only partners go on or off duty")
+        online = data.get("online") if isinstance(data, dict) else None
+        if not isinstance(online, bool):
+            return acks.error(acks.INVALID_PAYLOAD, "online must be true or false")
+        await self.engine.fleet.set_online(conn.user_id, online)
+        return acks.ok(online=online)
+
+    async def on_offer_reply(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
+        if conn.role != "partner":
+            return acks.error(acks.FORBIDDEN, "only partners answer offers")
+        order_id = data.get("order_id") if isinstance(data, dict) else None
+        accept = data.get("accept") if isinstance(data, dict) else None
+        if not isinstance(order_id, str) or not order_id or not isinstance(accept, bool):
+            return acks.error(acks.INVALID_PAYLOAD, "send {order_id, accept: true|false}")
+        return await self.engine.offers.reply(order_id, conn.user_id, accept, via="socket")
+
+    async def on_track(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
+        if conn.role not in ("customer", "admin"):
+            return acks.error(acks.FORBIDDEN, "only customers track orders")
+        order_id = data.get("order_id") if isinstance(data, dict) else None
+        ack, first = await self.engine.live.track(conn.user_id, conn.role, order_id)
+        if ack["ok"]:
+            await self.sio.enter_room(sid, f"order:{order_id}")
+            if first is not None:
+                await self.sio.emit("partner_location", first, to=sid, ignore_queue=True)
+        return ack
+
+    async def on_fleet_subscribe(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
+        if conn.role != "admin":
+            return acks.error(acks.FORBIDDEN, "only admins watch the fleet")
+        bbox = self.engine.live.parse_bbox(data)
+        if isinstance(bbox, str):
+            return acks.error(acks.INVALID_PAYLOAD, bbox)
+        snapshot = await self.engine.live.subscribe(sid, bbox)
+        await self.sio.emit("fleet", snapshot, to=sid, ignore_queue=True)
+        return acks.ok(partners=len(snapshot["partners"]), version=snapshot["version"])
+
+    async def on_fleet_unsubscribe(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
+        self.engine.live.unsubscribe(sid)
+        return acks.ok()
 
 
 def setup(app: web.Application, settings: Settings) -> None:
+    """Attach Socket.IO at /socket.io and register the engine's cleanup context."""
     sio = create_sio(settings)
     sio.attach(app, socketio_path="socket.io")
     app[SIO] = sio
+    server = SocketServer(sio, settings, app)
+    server.register()
 
-    async def connect(sid: str, environ: dict[str, Any], auth: Any) -> None:
-        token = auth.get("token") if isinstance(auth, dict) else None
-        if not isinstance(token, str):
-            raise socketio.exceptions.ConnectionRefusedError({"code": "unauthorized", "message": "token required"})
-        try:
-            claims = decode_access_token(settings, token)
-        except AppError as exc:
-            raise socketio.exceptions.ConnectionRefusedError({"code": exc.code, "message": exc.message}) from None
-        await sio.save_session(sid, {"user_id": claims.user_id, "role": claims.role, "sid": claims.session_id})
-
-    sio.on("connect", connect)
+    async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
+        engine = Engine(settings, app[keys.DB], app[keys.REDIS], SocketEmitter(sio), app.get(TUNING))
+        engine.on_partner_standing.append(server.drop_partner)
+        engine.on_session_revoked.append(server.drop_session)
+        app[ENGINE] = engine
+        app[keys.LOCATION_SINK] = engine.ingest
+        # Start python-socketio's Redis listener now, owned by us, instead of lazily on the first
+        # connection where nothing would ever stop it.
+        if not sio.manager_initialized:
+            sio.manager_initialized = True
+            sio.manager.initialize()
+        await engine.start(app[keys.TASKS])
+        yield
+        await server.close_all()
+        await engine.stop()
+        await _stop_manager(sio)
 
     async def close_sockets(app: web.Application) -> None:
+        await server.close_all()
         await sio.shutdown()
 
     app.on_shutdown.append(close_sockets)
+    app.cleanup_ctx.append(dispatch_ctx)
+
+
+async def _stop_manager(sio: socketio.AsyncServer) -> None:
+    manager = sio.manager
+    task = getattr(manager, "thread", None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    for name in ("pubsub", "redis"):
+        client = getattr(manager, name, None)
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception:
+                logger.debug("closing the socket.io %s failed", name, exc_info=True)

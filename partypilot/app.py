@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.VERSION] = __version__
     # Dependency order: stores first, then the tasks that use them; cleanup runs in reverse,
     # so tasks stop before the stores close.
-    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, tasks_ctx, api.api_ctx])
+    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, tasks_ctx, *api.contexts()])
     app.add_subapp("/api", api.create_api(settings))
     dispatch.setup(app, settings)  # adds its own cleanup context after the API's
     _add_frontend(app, settings.frontend_dir, settings.data_dir / "media")

@@ -1,0 +1,207 @@
+"""Live streams: order status to customers and admins, the partner's position to its customer,
+and the admin fleet map as a snapshot followed by batched deltas on a tick."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from core.contracts import LocationPoint, OrderEvent
+from core.jsonutil import now_ms
+from core.orderflow import TRACKABLE
+from core.tasks import stop_if_cancelled
+from dispatch import acks
+from dispatch.emitter import Emitter
+from dispatch.fleet import FleetIndex, PartnerState
+from geo.distance import BBox, bbox_center_and_size, in_bbox, valid_bbox
+from geo.eta import eta_between
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_LIMIT = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    order_id: str
+    pickup: tuple[float, float] | None
+
+
+@dataclass
+class FleetSub:
+    """One admin socket's fleet subscription."""
+
+    bbox: BBox | None
+    version: int = 0
+    known: set[str] = field(default_factory=set)
+
+
+def _job_from_order(order: Mapping[str, Any]) -> Job:
+    address = order.get("address") or {}
+    pickup = None
+    if isinstance(address, Mapping) and "lat" in address and "lng" in address:
+        pickup = (float(address["lat"]), float(address["lng"]))
+    return Job(str(order["_id"]), pickup)
+
+
+class Live:
+    """Per-process live streams; order events reach every process, each serves its own sockets."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], fleet: FleetIndex, emitter: Emitter) -> None:
+        self.orders = db.orders
+        self.fleet = fleet
+        self.emitter = emitter
+        self.jobs: dict[str, Job] = {}
+        self.subs: dict[str, FleetSub] = {}
+        self._last_tick = now_ms()
+
+    # --- orders ---------------------------------------------------------------------------------
+
+    async def on_order_event(self, event: OrderEvent) -> None:
+        if event.partner_id and event.status in TRACKABLE:
+            pickup = (event.pickup.lat, event.pickup.lng) if event.pickup else None
+            self.jobs[event.partner_id] = Job(event.order_id, pickup)
+        else:
+            for pid in [p for p, job in self.jobs.items() if job.order_id == event.order_id]:
+                del self.jobs[pid]
+        message = {"order_id": event.order_id, "status": event.status, "at": event.at, "version": event.version,
+                   "partner_id": event.partner_id, "reason": event.reason}
+        # Status changes go out at once. Local only: every process got the same Redis event.
+        await self.emitter.emit("order_status", message, f"order:{event.order_id}", local=True)
+        await self.emitter.emit("order_status", message, "admins", local=True)
+        if event.partner_id:  # the assigned partner hears about its job (a cancellation, say)
+            await self.emitter.emit("order_status", message, f"partner:{event.partner_id}", local=True)
+
+    def load_jobs(self, jobs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the job map with MongoDB's view (start-up and periodic sweep)."""
+        self.jobs = {pid: _job_from_order(order) for pid, order in jobs.items()}
+
+    async def on_ping(self, partner_id: str, point: LocationPoint) -> None:
+        """Forward an accepted fix to the customer of the partner's current job, if any."""
+        job = self.jobs.get(partner_id)
+        if job is None:
+            return
+        await self.emitter.emit("partner_location", self._location(job, point.lat, point.lng, point.ts,
+                                                                    point.heading, point.speed),
+                                f"order:{job.order_id}")
+
+    @staticmethod
+    def _location(job: Job, lat: float, lng: float, ts: int, heading: float | None,
+                  speed: float | None) -> dict[str, Any]:
+        eta = eta_between(lat, lng, job.pickup[0], job.pickup[1]) if job.pickup else 0
+        return {"order_id": job.order_id, "lat": lat, "lng": lng, "ts": ts, "eta_s": eta, "heading": heading,
+                "speed": speed}
+
+    async def track(self, user_id: str, role: str, order_id: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Check that the customer owns the order; return the ack and the partner's last position."""
+        if not isinstance(order_id, str) or not order_id:
+            return acks.error(acks.INVALID_PAYLOAD, "order_id is required"), None
+        order = await self.orders.find_one({"_id": order_id},
+                                           {"customer_id": 1, "status": 1, "version": 1, "partner_id": 1,
+                                            "address": 1})
+        # Someone else's order looks exactly like a missing one: no order ids are confirmed.
+        if order is None or (role != "admin" and order.get("customer_id") != user_id):
+            return acks.error(acks.NOT_FOUND, "no such order"), None
+        ack = acks.ok(order_id=order_id, status=order.get("status"), version=int(order.get("version") or 0),
+                      partner_id=order.get("partner_id"))
+        pid = order.get("partner_id")
+        first = None
+        if pid and order.get("status") in TRACKABLE:
+            state = (await self.fleet.states([str(pid)]))[0]
+            if state.lat is not None and state.lng is not None:
+                first = self._location(_job_from_order(order), state.lat, state.lng, state.ts, state.heading,
+                                       state.speed)
+        return ack, first
+
+    # --- admin fleet ----------------------------------------------------------------------------
+
+    def parse_bbox(self, data: Any) -> BBox | str | None:
+        raw = data.get("bbox") if isinstance(data, dict) else None
+        if raw is None:
+            return None
+        if not isinstance(raw, list | tuple) or len(raw) != 4 or not all(isinstance(v, int | float) for v in raw):
+            return "bbox must be [min_lng, min_lat, max_lng, max_lat]"
+        box: BBox = (float(raw[0]), float(raw[1]), float(raw[2]), float(raw[3]))
+        return box if valid_bbox(box) else "bbox must be [min_lng, min_lat, max_lng, max_lat] within range"
+
+    async def subscribe(self, sid: str, bbox: BBox | None) -> dict[str, Any]:
+        """Register (or re-scope) an admin's fleet view and build its snapshot."""
+        sub = FleetSub(bbox)
+        self.subs[sid] = sub
+        if bbox is None:
+            ids = (await self.fleet.all_ids())[:SNAPSHOT_LIMIT]
+        else:
+            clat, clng, width, height = bbox_center_and_size(bbox)
+            ids = (await self.fleet.in_box(clat, clng, width, height))[:SNAPSHOT_LIMIT]
+        partners = await self._describe(ids, sub)
+        sub.known = {p["id"] for p in partners}
+        sub.version += 1
+        return {"type": "snapshot", "partners": partners, "removed": [], "version": sub.version}
+
+    def unsubscribe(self, sid: str) -> None:
+        self.subs.pop(sid, None)
+
+    async def _describe(self, ids: list[str], sub: FleetSub | None) -> list[dict[str, Any]]:
+        states = await self.fleet.states(ids)
+        held = await self.fleet.offers_held(ids)
+        now = now_ms()
+        out = []
+        for state, offered in zip(states, held, strict=True):
+            if state.lat is None or state.lng is None:
+                continue
+            if sub is not None and sub.bbox is not None and not in_bbox(state.lat, state.lng, sub.bbox):
+                continue
+            out.append(self._entry(state, offered, now))
+        return out
+
+    def _entry(self, state: PartnerState, offered: bool, now: int) -> dict[str, Any]:
+        return {"id": state.id, "lat": state.lat, "lng": state.lng,
+                "status": state.status(now, self.fleet.stale_ms, offered), "last_seen": state.seen}
+
+    async def tick(self) -> list[tuple[str, dict[str, Any]]]:
+        """Deltas since the last tick, one message per subscribed admin that has changes."""
+        now = now_ms()
+        since, self._last_tick = self._last_tick, now
+        if not self.subs:
+            return []
+        changed = set(await self.fleet.changed_between(since, now))
+        changed.update(await self.fleet.went_stale_between(since, now))
+        if not changed:
+            return []
+        ids = sorted(changed)
+        states = await self.fleet.states(ids)
+        held = await self.fleet.offers_held(ids)
+        entries = [(s, self._entry(s, o, now)) for s, o in zip(states, held, strict=True)
+                   if s.lat is not None and s.lng is not None]
+        out: list[tuple[str, dict[str, Any]]] = []
+        for sid, sub in list(self.subs.items()):
+            partners: list[dict[str, Any]] = []
+            removed: list[str] = []
+            for state, entry in entries:
+                inside = sub.bbox is None or in_bbox(entry["lat"], entry["lng"], sub.bbox)
+                if inside:
+                    partners.append(entry)
+                    sub.known.add(state.id)
+                elif state.id in sub.known:
+                    removed.append(state.id)
+                    sub.known.discard(state.id)
+            if partners or removed:
+                sub.version += 1
+                out.append((sid, {"type": "delta", "partners": partners, "removed": removed,
+                                  "version": sub.version}))
+        return out
+
+    async def tick_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                for sid, message in await self.tick():
+                    await self.emitter.emit("fleet", message, sid, local=True)
+            except Exception as exc:  # Redis blips must not end the stream
+                stop_if_cancelled()
+                logger.warning("fleet tick failed: %s", type(exc).__name__)

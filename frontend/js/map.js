@@ -1,0 +1,136 @@
+// Leaflet helpers: a map that works offline (tiles are optional), pins built without innerHTML,
+// and a marker that moves honestly: one fix behind, animated, frozen when the feed goes stale.
+import { TILE_URL, TILE_ATTRIBUTION, TILE_MAX_ZOOM, DEFAULT_CENTER, DEFAULT_ZOOM, PING_INTERVAL_MS,
+  WEAK_GPS_M, MIN_MOVE_M } from './config.js';
+import { el } from './ui.js';
+
+const L = window.L;
+
+export function createMap(element, { center = DEFAULT_CENTER, zoom = DEFAULT_ZOOM } = {}) {
+  const map = L.map(element, { center, zoom, zoomControl: true });
+  // A tile that fails to load (offline, blocked) just leaves the blank background.
+  L.tileLayer(TILE_URL, { maxZoom: TILE_MAX_ZOOM, attribution: TILE_ATTRIBUTION, crossOrigin: true }).addTo(map);
+  return map;
+}
+
+/** A round pin with initials, coloured by status (CSS classes pin-<status>, pin-stale). */
+export function pinIcon({ label = '?', status = 'idle', stale = false, arrow = false } = {}) {
+  const node = el('div', { class: `pin pin-${status}${stale ? ' pin-stale' : ''}` },
+    arrow ? el('span', { class: 'pin-arrow', 'aria-hidden': 'true' }) : null,
+    el('span', { class: 'pin-label', text: label }));
+  return L.divIcon({ html: node, className: 'pin-wrap', iconSize: [34, 34], iconAnchor: [17, 17] });
+}
+
+const R = 6371008.8;
+const rad = (d) => (d * Math.PI) / 180;
+
+export function distanceM(a, b) {
+  const dLat = rad(b.lat - a.lat);
+  const dLng = rad(b.lng - a.lng);
+  const h = Math.sin(dLat / 2) ** 2 + Math.cos(rad(a.lat)) * Math.cos(rad(b.lat)) * Math.sin(dLng / 2) ** 2;
+  return 2 * R * Math.asin(Math.sqrt(h));
+}
+
+export function bearingDeg(a, b) {
+  const y = Math.sin(rad(b.lng - a.lng)) * Math.cos(rad(b.lat));
+  const x = Math.cos(rad(a.lat)) * Math.sin(rad(b.lat)) -
+    Math.sin(rad(a.lat)) * Math.cos(rad(b.lat)) * Math.cos(rad(b.lng - a.lng));
+  return ((Math.atan2(y, x) * 180) / Math.PI + 360) % 360;
+}
+
+/**
+ * A marker fed with fixes {lat, lng, ts, accuracy?}. Out-of-order, poor-accuracy and
+ * sub-MIN_MOVE_M fixes are dropped; an accepted fix is reached by animating from where the marker
+ * is drawn over about one ping interval, so the marker runs one fix behind and never jumps.
+ */
+export class SmoothMarker {
+  constructor(map, { label = '', status = 'en_route', title = '' } = {}) {
+    this.map = map;
+    this.label = label;
+    this.status = status;
+    this.title = title;
+    this.marker = null;
+    this.last = null;        // last accepted fix
+    this.lastTs = 0;         // newest fix time seen, accepted or not
+    this.frame = 0;
+    this.frozen = false;
+  }
+
+  /** Returns true when the fix was accepted. */
+  push(fix) {
+    if (!Number.isFinite(fix.lat) || !Number.isFinite(fix.lng)) return false;
+    const ts = Number(fix.ts) || Date.now();
+    if (ts <= this.lastTs) return false;
+    this.lastTs = ts;
+    if (Number.isFinite(fix.accuracy) && fix.accuracy > WEAK_GPS_M && this.last) return false;
+    const to = { lat: fix.lat, lng: fix.lng, ts };
+    if (!this.marker) {
+      this.marker = L.marker([to.lat, to.lng], { icon: this.icon(), title: this.title, keyboard: false }).addTo(this.map);
+      this.last = to;
+      return true;
+    }
+    this.thaw();
+    if (distanceM(this.last, to) < MIN_MOVE_M) {
+      this.last = { ...this.last, ts };
+      return true;
+    }
+    const duration = Math.min(PING_INTERVAL_MS, Math.max(1000, ts - this.last.ts));
+    this.rotate(bearingDeg(this.last, to));
+    this.animate(to, duration);
+    this.last = to;
+    return true;
+  }
+
+  icon() {
+    return pinIcon({ label: this.label, status: this.frozen ? 'stale' : this.status, stale: this.frozen, arrow: true });
+  }
+
+  rotate(deg) {
+    this.bearing = deg;
+    const arrow = this.marker?.getElement()?.querySelector('.pin-arrow');
+    if (arrow && Number.isFinite(deg)) arrow.style.transform = `rotate(${Math.round(deg)}deg)`;
+  }
+
+  restyle() {
+    this.marker.setIcon(this.icon());
+    this.rotate(this.bearing);  // a new icon element has lost the old rotation
+  }
+
+  animate(to, duration) {
+    cancelAnimationFrame(this.frame);  // a new fix cancels the one in flight
+    const from = this.marker.getLatLng();
+    const start = performance.now();
+    const step = (now) => {
+      const t = Math.min(1, (now - start) / duration);
+      this.marker.setLatLng([from.lat + (to.lat - from.lat) * t, from.lng + (to.lng - from.lng) * t]);
+      if (t < 1 && !this.frozen) this.frame = requestAnimationFrame(step);
+    };
+    this.frame = requestAnimationFrame(step);
+  }
+
+  /** Stop moving on stale data: the marker stays at the last accepted fix. */
+  freeze() {
+    if (this.frozen || !this.marker) return;
+    cancelAnimationFrame(this.frame);
+    this.frozen = true;
+    if (this.last) this.marker.setLatLng([this.last.lat, this.last.lng]);
+    this.restyle();
+  }
+
+  thaw() {
+    if (!this.frozen) return;
+    this.frozen = false;
+    this.restyle();
+  }
+
+  latLng() {
+    return this.marker?.getLatLng() ?? null;
+  }
+
+  remove() {
+    cancelAnimationFrame(this.frame);
+    this.marker?.remove();
+    this.marker = null;
+    this.last = null;
+  }
+}

@@ -1,0 +1,96 @@
+"""Socket authentication: refusals with a reason, re-authentication in place, and sockets ended
+at once when a partner is suspended or a session is revoked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+import socketio
+
+from core.contracts import PARTNER_EVENTS, REVOKED_SESSION_KEY, SESSION_EVENTS, PartnerEvent, SessionEvent
+from core.jsonutil import iso
+from tests.dispatch_helpers import Env, Sock, make_customer, make_partner, ping, start_env
+
+__all__ = ["start_env"]
+
+StartEnv = Callable[..., Awaitable[Env]]
+
+
+async def refusal(env: Env, token: str | None) -> dict[str, str]:
+    sock = Sock()
+    env.socks.append(sock)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sock.connect(env.url, token)
+    assert isinstance(sock.refusal, dict)
+    data: dict[str, str] = sock.refusal["data"]
+    return data
+
+
+async def test_connections_without_a_valid_token_are_refused_with_a_reason(start_env: StartEnv) -> None:
+    env = await start_env()
+    cid = await make_customer(env.db)
+    assert (await refusal(env, None))["code"] == "unauthorized"
+    assert (await refusal(env, "not-a-jwt"))["code"] == "invalid_token"
+    assert (await refusal(env, env.token(cid, "customer", ttl_s=-5)))["code"] == "token_expired"
+    await env.redis.set(REVOKED_SESSION_KEY.format(sid="gone"), "1")
+    assert (await refusal(env, env.token(cid, "customer", session_id="gone")))["code"] == "session_revoked"
+
+
+async def test_partners_must_be_approved_and_not_suspended(start_env: StartEnv) -> None:
+    env = await start_env()
+    suspended = await make_partner(env.db, status="suspended")
+    pending = await make_partner(env.db, status="pending")
+    assert (await refusal(env, env.token(suspended, "partner")))["code"] == "partner_suspended"
+    assert (await refusal(env, env.token(pending, "partner")))["code"] == "partner_not_approved"
+    approved = await make_partner(env.db)
+    sock = await env.sock(env.token(approved, "partner"))
+    assert sock.client.connected
+
+
+async def test_a_suspended_partner_is_disconnected_at_once(start_env: StartEnv) -> None:
+    env = await start_env()
+    pid, sock = await env.partner(12.97, 77.59)
+    await env.db.partners.update_one({"_id": pid}, {"$set": {"status": "suspended"}})
+    event = PartnerEvent(partner_id=pid, status="suspended", at=iso())
+    await env.redis.publish(PARTNER_EVENTS, event.model_dump_json())
+    async with asyncio.timeout(5):
+        while sock.client.connected:
+            await asyncio.sleep(0.05)
+    # And it cannot come back.
+    assert (await refusal(env, env.token(pid, "partner")))["code"] == "partner_suspended"
+
+
+async def test_a_revoked_session_is_disconnected_and_other_sessions_stay(start_env: StartEnv) -> None:
+    env = await start_env()
+    cid = await make_customer(env.db)
+    ended = await env.sock(env.token(cid, "customer", session_id="a"))
+    kept = await env.sock(env.token(cid, "customer", session_id="b"))
+    await env.redis.publish(SESSION_EVENTS, SessionEvent(user_id=cid, session_id="a").model_dump_json())
+    async with asyncio.timeout(5):
+        while ended.client.connected:
+            await asyncio.sleep(0.05)
+    assert kept.client.connected
+
+
+async def test_an_expired_token_is_refused_on_events_until_the_client_reauthenticates(start_env: StartEnv) -> None:
+    env = await start_env()
+    pid = await make_partner(env.db)
+    sock = await env.sock(env.token(pid, "partner", ttl_s=1))
+    await asyncio.sleep(1.1)
+    ack = await ping(sock, 12.97, 77.59)
+    assert ack["error"]["code"] == "token_expired"
+    other = await make_partner(env.db)
+    assert (await sock.call("auth", {"token": env.token(other, "partner")}))["error"]["code"] == "forbidden"
+    assert (await sock.call("auth", {"token": env.token(pid, "partner")}))["ok"]
+    assert (await ping(sock, 12.97, 77.59))["ok"]
+
+
+async def test_a_flood_of_events_is_rate_limited(start_env: StartEnv) -> None:
+    env = await start_env()
+    cid = await make_customer(env.db)
+    sock = await env.sock(env.token(cid, "customer"))
+    acks = await asyncio.gather(*(sock.call("track", {"order_id": "nope"}) for _ in range(60)))
+    codes = {ack["error"]["code"] for ack in acks}
+    assert codes == {"not_found", "rate_limited"}

@@ -1,0 +1,90 @@
+"""After Redis loses its data, the fleet index is rebuilt from MongoDB and dispatch carries on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis.exceptions import RedisError
+
+from core.contracts import FLEET_GEO, FLEET_ONLINE
+from partypilot import localservices
+from tests.dispatch_helpers import CENTER, Env, start_env
+
+__all__ = ["start_env"]
+
+StartEnv = Callable[..., Awaitable[Env]]
+
+
+class PrivateRedis:
+    """A Redis of our own (no persistence) that the test may restart empty."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = localservices.free_port()
+        self.proc: subprocess.Popen[bytes] = localservices.start_redis(root, self.port, persist=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def restart(self) -> None:
+        localservices._terminate(self.proc.pid)
+        self.proc = localservices.start_redis(self.root, self.port, persist=False)
+
+    def stop(self) -> None:
+        localservices._terminate(self.proc.pid)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    redis = PrivateRedis(tmp_path)
+    yield redis
+    redis.stop()
+
+
+async def test_the_fleet_index_is_rebuilt_after_a_redis_restart(
+        start_env: StartEnv, private_redis: PrivateRedis) -> None:
+    env = await start_env(redis_url=private_redis.url)
+    pid, partner = await env.partner(CENTER[0] + 0.003, CENTER[1])
+    async with asyncio.timeout(5):  # the batch persister writes the position within a second
+        while not await env.db.partner_positions.find_one({"_id": pid, "lat": {"$exists": True}}):
+            await asyncio.sleep(0.1)
+
+    private_redis.restart()  # comes back empty
+
+    async def rebuilt() -> bool:
+        with contextlib.suppress(RedisError):  # the client reconnects on its own
+            return await env.redis.geopos(FLEET_GEO, pid) != [None] and bool(
+                await env.redis.sismember(FLEET_ONLINE, pid))
+        return False
+
+    async with asyncio.timeout(10):
+        while not await rebuilt():
+            await asyncio.sleep(0.1)
+
+    _, oid = await env.order(*CENTER)
+    offer = await partner.wait_for("offer", timeout=10)
+    assert offer["order_id"] == oid
+
+
+async def test_an_open_offer_can_still_be_accepted_after_redis_lost_its_leases(
+        start_env: StartEnv, private_redis: PrivateRedis) -> None:
+    env = await start_env(redis_url=private_redis.url)
+    pid, partner = await env.partner(CENTER[0] + 0.003, CENTER[1])
+    _, oid = await env.order(*CENTER)
+    await partner.wait_for("offer")
+    private_redis.restart()  # the lease, the holders and the timer are gone; MongoDB still says "offered"
+
+    async with asyncio.timeout(10):
+        # While the client reconnects to Redis the answer may be "unavailable, retry".
+        while (ack := await partner.call("offer_reply", {"order_id": oid, "accept": True}))["ok"] is False \
+                and ack["error"]["code"] == "unavailable":
+            await asyncio.sleep(0.1)
+    assert ack["ok"], ack
+    doc = await env.db.orders.find_one({"_id": oid})
+    assert doc is not None and doc["status"] == "assigned" and doc["partner_id"] == pid

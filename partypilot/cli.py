@@ -84,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "--url", f"http://127.0.0.1:{settings.port}"],
                 env={**os.environ, **{env_name(k): str(v) for k, v in overrides.items()}},
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # we stop it ourselves, after the server, without a traceback
             )
             logger.info("simulating %d partners (make run SIMULATE=0 to switch off)", settings.simulate_partners)
         _serve(settings)
@@ -174,9 +175,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    return int(asyncio.run(run_simulation(settings, base_url=args.url, partners=args.partners,
-                                      accept_probability=args.accept_probability,
-                                      reply_delay_s=args.reply_delay, duration_s=args.duration)))
+    try:
+        return int(asyncio.run(run_simulation(settings, base_url=args.url, partners=args.partners,
+                                              accept_probability=args.accept_probability,
+                                              reply_delay_s=args.reply_delay, duration_s=args.duration)))
+    except KeyboardInterrupt:
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

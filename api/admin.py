@@ -9,7 +9,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -254,6 +254,10 @@ async def _set_partner_status(request: web.Request, to: Literal["approved", "rej
     if current not in _PARTNER_MOVES[to]:
         raise Conflict(f"a {current} partner cannot become {to}", code="illegal_transition",
                        details={"status": current, "requested": to})
+    # A deleted account is left suspended and anonymised: approving it would let admins assign
+    # orders to nobody.
+    if to == "approved" and await db.users.count_documents({"_id": partner_id, "deleted": 1}, limit=1):
+        raise Conflict("this partner deleted their account", code="account_deleted")
     at = iso()
     after = await db.partners.find_one_and_update(
         {"_id": partner_id, "status": current}, {"$set": {"status": to, "status_at": at, "status_by": admin.user_id}},
@@ -299,8 +303,9 @@ def _order_filter(query: AdminOrderQuery) -> dict[str, Any]:
     if query.date_from is not None:
         created["$gte"] = query.date_from.isoformat()
     if query.date_to is not None:
-        # ISO timestamps compare as strings: everything before the next day's midnight.
-        created["$lt"] = (query.date_to + timedelta(days=1)).isoformat()
+        # Stored timestamps are fixed-width ISO strings (core.jsonutil.iso), so the day's last
+        # millisecond bounds it; `date_to + 1 day` would overflow on 9999-12-31.
+        created["$lte"] = f"{query.date_to.isoformat()}T23:59:59.999Z"
     if created:
         where["created_at"] = created
     return where
@@ -380,6 +385,8 @@ async def assign_order(request: web.Request, *, body: AssignRequest, user: Claim
     after = await OrderFlow(db, request.config_dict[keys.REDIS]).transition(
         order_id, "assigned", by_role="admin", by_id=user.user_id, reason=body.reason or "manual assignment",
         allowed_from=ASSIGNABLE, conflict_message="this order cannot be assigned now",
+        # A new partner on an assigned order is a change the customer hears about.
+        record_same=before.get("partner_id") != body.partner_id,
         set_fields={"partner_id": body.partner_id, "assigned_at": iso(), "offer_partner_ids": [],
                     "offer_expires_ms": 0},
     )

@@ -338,14 +338,15 @@ async def login(request: web.Request, body: LoginBody) -> web.Response:
                            request.config_dict[keys.REDIS])
     await ratelimit.hit(redis, f"login:ip:{_client(request)}", settings.otp_per_ip_per_hour * settings.otp_max_attempts,
                         HOUR_S, message="too many sign-in attempts from this address; try again later")
-    # Failures count per email (pseudonymised), known or not, so lockout does not reveal accounts.
-    failures = "login:fail:" + otp.destination_key(settings, otp.Destination("email", body.email))
-    await ratelimit.check(redis, failures, settings.otp_max_attempts, LOGIN_FAILURE_WINDOW_S,
-                          message="too many failed sign-ins; try again later or sign in with a code")
+    # Attempts count per email (pseudonymised), known or not, so lockout does not reveal accounts.
+    # Each attempt is counted before the password is checked, so parallel guesses cannot all
+    # slip past the limit while their hashes are being computed; a success clears the count.
+    attempts = "login:attempts:" + otp.destination_key(settings, otp.Destination("email", body.email))
+    await ratelimit.hit(redis, attempts, settings.otp_max_attempts, LOGIN_FAILURE_WINDOW_S,
+                        message="too many failed sign-ins; try again later or sign in with a code")
     user = await db.users.find_one({"email": body.email})
     if not await accounts.verify_password(body.password, (user or {}).get("password_hash")) or user is None:
-        await ratelimit.hit(redis, failures, settings.otp_max_attempts, LOGIN_FAILURE_WINDOW_S)
         raise Unauthorized("the email or password is wrong", code="invalid_credentials")
-    await ratelimit.reset(redis, failures)
+    await ratelimit.reset(redis, attempts)
     grant = await sessions.start(db, settings, user)
     return await _grant_response(request, grant)

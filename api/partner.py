@@ -26,10 +26,14 @@ logger = logging.getLogger(__name__)
 
 routes = RouteTable("partner")
 
+# Integers from clients stay within what JavaScript and BSON's int64 both hold exactly.
+MAX_SAFE_INT = 2 ** 53 - 1
+
 
 class AcceptQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    fence: int | None = Field(None, ge=0, description="the offer_fence shown with the offer; a stale one loses")
+    fence: int | None = Field(None, ge=0, le=MAX_SAFE_INT,
+                              description="the offer_fence shown with the offer; a stale one loses")
 
 
 class StatusChange(BaseModel):
@@ -45,7 +49,8 @@ class LocationFix(BaseModel):
     accuracy: float | None = Field(None, ge=0, le=100_000, description="95% radius, metres")
     speed: float | None = Field(None, ge=0, le=100, description="m/s")
     heading: float | None = Field(None, ge=0, lt=360)
-    ts: int | None = Field(None, ge=0, description="ms since epoch on the phone's clock; now when absent")
+    ts: int | None = Field(None, ge=0, le=MAX_SAFE_INT,
+                           description="ms since epoch on the phone's clock; now when absent")
 
 
 class EarningsQuery(PageQuery):

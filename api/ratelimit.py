@@ -26,44 +26,25 @@ if redis.call('ZCARD', key) >= limit then
   local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   return math.max(tonumber(oldest[2]) + window - now, 1)
 end
-if ARGV[5] == '1' then
-  redis.call('ZADD', key, now, ARGV[4])
-  redis.call('PEXPIRE', key, window)
-end
+redis.call('ZADD', key, now, ARGV[4])
+redis.call('PEXPIRE', key, window)
 return 0
 """
 
 
-async def _run(redis: Redis, key: str, limit: int, window_s: float, record: bool) -> int:
+async def hit(redis: Redis, key: str, limit: int, window_s: float, *,
+              message: str = "too many requests; try again later") -> None:
+    """Count one event against `key`; raise RateLimited once `limit` events fall in `window_s`.
+
+    For attempts that may fail (passwords), hit before trying and `reset` after a success: a
+    check-then-count would let parallel attempts all pass the check.
+    """
     now = int(time.time() * 1000)
     window = max(int(window_s * 1000), 1)
     member = f"{now}-{secrets.token_hex(4)}"
-    wait_ms = await redis.eval(_HIT, 1, PREFIX + key, now, window, limit, member,
-                               "1" if record else "0")
-    return int(wait_ms)
-
-
-def _refuse(wait_ms: int, message: str) -> RateLimited:
-    return RateLimited(message, retry_after=max(math.ceil(wait_ms / 1000), 1))
-
-
-async def hit(redis: Redis, key: str, limit: int, window_s: float, *,
-              message: str = "too many requests; try again later") -> None:
-    """Count one event against `key`; raise RateLimited once `limit` events fall in `window_s`."""
-    wait_ms = await _run(redis, key, limit, window_s, record=True)
+    wait_ms = int(await redis.eval(_HIT, 1, PREFIX + key, now, window, limit, member))
     if wait_ms:
-        raise _refuse(wait_ms, message)
-
-
-async def check(redis: Redis, key: str, limit: int, window_s: float, *,
-                message: str = "too many requests; try again later") -> None:
-    """Raise RateLimited if `key` is already at its limit, without counting an event.
-
-    Used for failure counters: check before the attempt, `hit` only when it fails.
-    """
-    wait_ms = await _run(redis, key, limit, window_s, record=False)
-    if wait_ms:
-        raise _refuse(wait_ms, message)
+        raise RateLimited(message, retry_after=max(math.ceil(wait_ms / 1000), 1))
 
 
 async def reset(redis: Redis, key: str) -> None:

@@ -1,18 +1,21 @@
 """/api/users: the signed-in user's own profile, password and account.
 
 Changing the email or phone (sign-in identifiers) needs a code sent to the new destination
-through /api/auth/send-otp, so a stolen access token cannot move an account to an attacker.
+through /api/auth/send-otp, and the previous destination is told of the change: the code only
+proves the requester holds the new one, so the alert is how an owner learns of a stolen token.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from api import accounts, otp, ratelimit, sessions
+from api import accounts, notifications, otp, ratelimit, sessions
 from api.accounts import Email, Phone
 from api.auth import LOGIN_FAILURE_WINDOW_S, Code, StatusResponse, UserView, clear_refresh_cookie
 from api.routing import RouteTable
@@ -106,7 +109,23 @@ async def update_profile(request: web.Request, body: ProfileUpdate, user: Claims
         contact = {k: changes[k] for k in ("email", "phone") if k in changes}
         if contact and current.get("role") == "partner":
             await db.partners.update_one({"_id": user.user_id}, {"$set": contact})
+        await _alert_previous_destinations(db, current, contact, changes["updated_at"])
     return await _view(request, await accounts.get_user(db, user.user_id))
+
+
+async def _alert_previous_destinations(db: AsyncDatabase[dict[str, Any]], before: dict[str, Any],
+                                       changed: Collection[str], at: str) -> None:
+    """Tell the old email/phone that a sign-in identifier moved away from it (see the module docstring)."""
+    text = ("The {what} you use to sign in to PartyPilot was just changed. If this was not you, contact "
+            "support at once: someone may have access to your account.")
+    for field, what in (("email", "email address"), ("phone", "phone number")):
+        old = before.get(field)
+        if field not in changed or not old:
+            continue
+        channel: notifications.OutboxChannel = "email" if field == "email" else "sms"
+        await notifications.enqueue(db, channel=channel, to=str(old), subject="PartyPilot: sign-in details changed",
+                                    body=text.format(what=what), dedupe_key=f"identifier-changed:{before['_id']}:"
+                                    f"{field}:{at}")
 
 
 @routes.put("/users/password", summary="Set or change my password (for POST /api/auth/login)",
@@ -120,12 +139,13 @@ async def change_password(request: web.Request, body: PasswordChange, user: Clai
     if not current.get("email"):
         raise Conflict("password sign-in uses your email: add an email to your profile first", code="email_required")
     if current.get("password_hash"):
-        failures = f"password:fail:{user.user_id}"
-        await ratelimit.check(redis, failures, settings.otp_max_attempts, LOGIN_FAILURE_WINDOW_S)
+        # Counted before checking, as at sign-in: parallel guesses cannot exceed the limit.
+        attempts = f"password:attempts:{user.user_id}"
+        await ratelimit.hit(redis, attempts, settings.otp_max_attempts, LOGIN_FAILURE_WINDOW_S)
         if not body.current_password or not await accounts.verify_password(body.current_password,
                                                                            current["password_hash"]):
-            await ratelimit.hit(redis, failures, settings.otp_max_attempts, LOGIN_FAILURE_WINDOW_S)
             raise Unauthorized("the current password is wrong", code="invalid_credentials")
+        await ratelimit.reset(redis, attempts)
     accounts.check_password_strength(body.new_password, current)
     await db.users.update_one({"_id": user.user_id}, {"$set": {
         "password_hash": await accounts.hash_password(body.new_password), "password_changed_at": iso()}})

@@ -79,9 +79,12 @@ class OrderFlow:
         expect: Mapping[str, Any] | None = None,
         set_fields: Mapping[str, Any] | None = None,
         conflict_message: str | None = None,
+        record_same: bool = False,
     ) -> dict[str, Any]:
         """Move `order_id` to `to` if the table (and `allowed_from`, `expect`) allow it.
 
+        A move to the current status writes a history entry only with `record_same` (an admin
+        reassignment is a change the customer hears about; a new offer round is not).
         Raises NotFound for an unknown order and Conflict (code `illegal_transition`, or
         `precondition_failed` when `expect` did not hold) otherwise. Returns the order after.
         """
@@ -96,12 +99,13 @@ class OrderFlow:
             version = int(doc.get("version", 0))
             at = iso()
             history = _history(doc)
-            if to != current:
+            recorded = to != current or record_same
+            if recorded:
                 history.append({"status": to, "at": at, "by_role": by_role, "by": by_id, "reason": reason})
             # notify_pending (1/0, not a boolean: see DESIGN.md) tells the notification worker
             # that this order has history entries it has not turned into messages yet.
             update_set: dict[str, Any] = {"status": to, "version": version + 1, "history": history,
-                                          "updated_at": at, "notify_pending": 1 if to != current else
+                                          "updated_at": at, "notify_pending": 1 if recorded else
                                           int(doc.get("notify_pending", 0) or 0), **(set_fields or {})}
             query: dict[str, Any] = {"_id": order_id, "version": version, "status": current, **(expect or {})}
             after = await self.orders.find_one_and_update(query, {"$set": update_set},

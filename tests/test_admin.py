@@ -130,6 +130,19 @@ async def test_partner_standing_changes_are_published_and_enforced(
     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
+async def test_a_partner_who_deleted_the_account_cannot_be_approved_again(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    db = db_of(client.app)
+    admin = await _admin(client, token_for)
+    gone = await make_partner(db)
+    assert (await client.delete("/api/users/account", headers=bearer(token_for(gone, "partner")))).status == 200
+    resp = await client.put(f"/api/admin/partners/{gone}/approve", headers=admin)
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "account_deleted"
+    partner = await db.partners.find_one({"_id": gone})
+    assert partner is not None and partner["status"] == "suspended"
+
+
 async def test_order_board_filters_and_pages(client: TestClient[Any, Any], token_for: Callable[..., str]) -> None:
     db = db_of(client.app)
     admin = await _admin(client, token_for)
@@ -150,6 +163,7 @@ async def test_order_board_filters_and_pages(client: TestClient[Any, Any], token
     assert await ids(f"partner_id={partner}") == [mid]
     assert await ids("from=2026-02-01&to=2026-03-10") == [new, mid]
     assert await ids("to=2026-01-10") == [old]
+    assert await ids("from=0001-01-01&to=9999-12-31") == [new, mid, old]
     assert await ids("limit=1&page=2") == [mid]
     resp = await client.get("/api/admin/orders?from=yesterday", headers=admin)
     assert resp.status == 422 and (await resp.json())["error"]["details"][0]["field"] == "from"
@@ -206,6 +220,15 @@ async def test_manual_assignment_is_checked_and_audited(
                                          "event": "candidates", "data": {}})
     audit = await (await client.get(f"/api/admin/orders/{order_id}/audit", headers=admin)).json()
     assert [a["event"] for a in audit["items"]] == ["candidates", "manual_assign"]
+
+    other = await make_partner(db)
+    resp = await client.put(url, json={"partner_id": other, "reason": "Ravi is ill"}, headers=admin)
+    assert resp.status == 200
+    # A reassignment is a change of its own in the history, so the customer hears who comes now.
+    stored = await db.orders.find_one({"_id": order_id})
+    assert stored is not None and stored["partner_id"] == other and stored["notify_pending"] == 1
+    assert [(h["status"], h["reason"]) for h in stored["history"]][-2:] == [
+        ("assigned", "customer asked for Ravi"), ("assigned", "Ravi is ill")]
 
     moving = await make_order(db, customer, status="en_route", partner_id=partner)
     resp = await client.put(f"/api/admin/orders/{moving}/assign", json={"partner_id": partner}, headers=admin)

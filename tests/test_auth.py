@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -193,6 +194,19 @@ async def test_password_sign_in_with_lockout_after_repeated_failures(client: Tes
         assert wrong.status == 401 and (await wrong.json())["error"]["code"] == "invalid_credentials"
     locked = await client.post("/api/auth/login", json={"email": "pw@example.com", "password": "correct horse battery"})
     assert locked.status == 429 and int(locked.headers["Retry-After"]) > 0
+
+
+async def test_parallel_password_guesses_cannot_exceed_the_lockout(client: TestClient[Any, Any]) -> None:
+    token = (await sign_in(client, email="race@example.com"))["access_token"]
+    pw = {"new_password": "correct horse battery"}
+    assert (await client.put("/api/users/password", json=pw, headers=bearer(token))).status == 200
+    guess = {"email": "race@example.com", "password": "wrong password!"}
+    wrong = [asyncio.ensure_future(client.post("/api/auth/login", json=guess)) for _ in range(11)]
+    await asyncio.sleep(0.05)  # the guesses are in, their hashes still being computed
+    right = await client.post("/api/auth/login", json={**guess, "password": "correct horse battery"})
+    statuses = sorted([resp.status for resp in await asyncio.gather(*wrong)])
+    assert statuses == [401] * 5 + [429] * 6
+    assert right.status == 429, "a sixth guess must not be judged, even a right one"
 
 
 async def test_login_fails_alike_for_unknown_emails_and_accounts_without_password(

@@ -3,7 +3,9 @@ role guard holds."""
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -75,14 +77,11 @@ async def test_docs_page_is_html(client: TestClient[Any, Any]) -> None:
     assert "/api/openapi.json" in await resp.text()
 
 
-_MINE = {"packages", "orders", "customer", "partner", "admin"}
-
-
 async def test_every_guarded_route_refuses_anonymous_and_other_roles(
     client: TestClient[Any, Any], token_for: Callable[..., str]
 ) -> None:
-    guarded = [r for r in api.all_routes() if r.tag in _MINE and r.roles is not None]
-    assert len(guarded) > 20
+    guarded = [r for r in api.all_routes() if r.roles is not None]
+    assert len(guarded) > 30
     for route in guarded:
         path = "/api" + re.sub(r"{\w+}", "x", route.path)
         resp = await client.request(route.method, path, json={})
@@ -91,3 +90,102 @@ async def test_every_guarded_route_refuses_anonymous_and_other_roles(
         for role in {"customer", "partner", "admin"} - set(route.roles or ()):
             resp = await client.request(route.method, path, json={}, headers=bearer(token_for("u1", role)))
             assert resp.status == 403, (route.method, path, role)
+
+
+_BAD_BODIES: list[bytes] = [
+    b"", b"null", b"[]", b"[{}]", b"\"text\"", b"42", b"{", b"{\"a\": NaN}", b"{\"a\": Infinity}",
+    b"{\"$where\": 1}", b"{\"a.b\": 1}",
+]
+_BAD_VALUES: list[Any] = ["", "\u202e\U0001f389\x00", 10**30, -10**30, 1e308, -1, 0, True, None, [], {}, [{}],
+                          "x" * 5000, "2026-02-30", "abc"]
+_BAD_QUERIES = ["?page=-1&limit=abc", "?page=0&limit=0", "?page=99999999999999999999&limit=100",
+                "?limit=1e9", "?page=1.5", "?status=%24ne", "?q=%28%5B*", "?from=2026-13-45&to=x", "?format=xml",
+                "?fence=-1", "?fence=99999999999999999999", "?from=0001-01-01&to=9999-12-31", "?sort=%00",
+                "?min_price=1e400"]
+
+
+def _fuzz_bodies(route: Any) -> list[bytes]:
+    """Bad whole bodies, then each documented field set to each bad value."""
+    bodies = list(_BAD_BODIES)
+    if route.body is not None:
+        for name in route.body.model_fields:
+            bodies.extend(json.dumps({name: value}).encode() for value in _BAD_VALUES)
+    return bodies
+
+
+async def test_no_route_answers_500_to_malformed_input(
+    client: TestClient[Any, Any], token_for: Callable[..., str], app: web.Application
+) -> None:
+    from tests.helpers import db_of, make_order, make_package, make_partner, make_user
+
+    db = db_of(app)
+    customer = await make_user(db)
+    partner = await make_partner(db)
+    admin = await make_user(db, "admin")
+    package = await make_package(db)
+    order = await make_order(db, customer, package, partner_id=partner, status="assigned")
+    ids = {"id": order, "package_id": package}
+    users = {"customer": customer, "partner": partner, "admin": admin}
+    # Deleting the account would turn the rest of the customer's requests into 404s: do it last.
+    for route in sorted(api.all_routes(), key=lambda r: r.path == "/users/account"):
+        role = (route.roles or ("customer",))[0]
+        for path_ids in (ids, {"id": "../%24ne", "package_id": "%00\u00e9" * 3}):
+            path = "/api" + re.sub(r"{(\w+)}", lambda m, p=path_ids: p.get(m.group(1), "x"), route.path)
+            for query in ("", *_BAD_QUERIES):
+                for body in _fuzz_bodies(route) if query == "" else [b"{}"]:
+                    # A session of its own per request: a fuzzed logout must not end the others.
+                    token = token_for(users[role], role, session_id=uuid.uuid4().hex)
+                    headers = {**bearer(token), "Content-Type": "application/json", "Idempotency-Key": "fuzz-key-1"}
+                    resp = await client.request(route.method, path + query, data=body, headers=headers)
+                    assert resp.status < 500, (route.method, path + query, body[:80], await resp.text())
+                    if resp.status >= 400:
+                        assert "error" in await resp.json(), (route.method, path, body[:80])
+
+
+async def test_every_route_with_an_id_answers_404_for_an_unknown_one(
+    client: TestClient[Any, Any], token_for: Callable[..., str], app: web.Application
+) -> None:
+    from tests.helpers import db_of, make_partner, make_user
+
+    db = db_of(app)
+    users = {"customer": await make_user(db), "partner": await make_partner(db), "admin": await make_user(db, "admin")}
+    # A valid body per route, so that only the id can be wrong.
+    bodies: dict[str, dict[str, Any]] = {
+        "review_order": {"rating": 5}, "change_status": {"status": "en_route"}, "update_package": {"price": 100},
+        "assign_order": {"partner_id": users["partner"]},
+    }
+    with_ids = [r for r in api.all_routes() if "{" in r.path and r.roles is not None]
+    assert len(with_ids) >= 12
+    for route in with_ids:
+        for role in route.roles or ():
+            path = "/api" + re.sub(r"{\w+}", uuid.uuid4().hex, route.path)
+            body = bodies.get(route.handler.__name__, {})
+            resp = await client.request(route.method, path, json=body,
+                                        headers=bearer(token_for(users[role], role)))
+            assert resp.status == 404, (route.method, route.path, role, await resp.text())
+
+
+async def test_every_body_and_query_refuses_bad_input_with_the_422_envelope(
+    client: TestClient[Any, Any], token_for: Callable[..., str], app: web.Application
+) -> None:
+    from tests.helpers import db_of, make_partner
+
+    partner = await make_partner(db_of(app))
+    checked = 0
+    for route in api.all_routes():
+        role = (route.roles or ("customer",))[0]
+        path = "/api" + re.sub(r"{\w+}", uuid.uuid4().hex, route.path)
+        user_id = partner if role == "partner" else uuid.uuid4().hex
+        headers = bearer(token_for(user_id, role, session_id=uuid.uuid4().hex))
+        attempts = []
+        if route.body is not None:
+            attempts.append((path, [1, 2]))
+        if route.query is not None:
+            attempts.append((path + "?page=0&fence=-1", {}))
+        for url, body in attempts:
+            resp = await client.request(route.method, url, json=body, headers=headers)
+            assert resp.status == 422, (route.method, url, await resp.text())
+            error = (await resp.json())["error"]
+            assert error["code"] == "validation_error" and error["details"], (route.method, url)
+            checked += 1
+    assert checked > 25

@@ -309,3 +309,44 @@ async def test_review_once_after_completion_drives_the_package_rating(
     bad = await client.post(f"/api/orders/{done}/review", json={"rating": 6}, headers=auth)
     assert bad.status == 422 and (await bad.json())["error"]["details"][0]["field"] == "rating"
     assert (await client.post("/api/orders/nope/review", json={"rating": 4}, headers=auth)).status == 404
+
+
+async def test_cancel_racing_accept_ends_cancelled_with_an_exact_history(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    from tests.helpers import offer_to
+
+    db = db_of(client.app)
+    me = await make_user(db)
+    partner = await make_partner(db)
+    auth, partner_auth = bearer(token_for(me, "customer")), bearer(token_for(partner, "partner"))
+    for _ in range(5):
+        order_id = await make_order(db, me)
+        await offer_to(db, order_id, [partner])
+        cancel, accept = await asyncio.gather(
+            client.post(f"/api/orders/{order_id}/cancel", json={}, headers=auth),
+            client.put(f"/api/partner/orders/{order_id}/accept", headers=partner_auth))
+        # The customer may cancel an offered or an assigned order, so the cancel always lands:
+        # either first (the accept then finds no open offer) or right after the accept.
+        assert cancel.status == 200 and accept.status in (200, 409)
+        order = await db.orders.find_one({"_id": order_id})
+        assert order is not None and order["status"] == "cancelled"
+        steps = ["placed", "assigned", "cancelled"] if accept.status == 200 else ["placed", "cancelled"]
+        assert [h["status"] for h in order["history"]] == steps
+        assert order["version"] == 2 + len(steps) - 1
+
+
+async def test_parallel_reviews_of_one_order_store_one(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    db = db_of(client.app)
+    package_id = await make_package(db)
+    me = await make_user(db)
+    done = await make_order(db, me, package_id, status="completed")
+    answers = await asyncio.gather(*(
+        client.post(f"/api/orders/{done}/review", json={"rating": rating}, headers=bearer(token_for(me, "customer")))
+        for rating in (1, 2, 3, 4, 5)))
+    assert sorted(resp.status for resp in answers) == [201, 409, 409, 409, 409]
+    assert await db.reviews.count_documents({"order_id": done}) == 1
+    package = await db.packages.find_one({"_id": package_id})
+    assert package is not None and package["rating_count"] == 1

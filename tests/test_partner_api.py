@@ -82,6 +82,9 @@ async def test_accept_refusals(client: TestClient[Any, Any], token_for: Callable
     stale = await client.put(f"/api/partner/orders/{order_id}/accept?fence=99",
                              headers=bearer(token_for(offered, "partner")))
     assert stale.status == 409
+    huge = await client.put(f"/api/partner/orders/{order_id}/accept?fence={2**64}",
+                            headers=bearer(token_for(offered, "partner")))
+    assert huge.status == 422 and (await huge.json())["error"]["details"][0]["field"] == "fence"
     unknown = await client.put("/api/partner/orders/nope/accept", headers=bearer(token_for(offered, "partner")))
     assert unknown.status == 404
     assert (await client.put(f"/api/partner/orders/{order_id}/accept")).status == 401

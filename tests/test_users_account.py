@@ -82,6 +82,18 @@ async def test_a_new_email_needs_the_code_sent_to_it(client: TestClient[Any, Any
     assert ok.status == 200 and (await ok.json())["email"] == "me@example.com"
 
 
+async def test_the_previous_email_hears_that_it_was_replaced(client: TestClient[Any, Any]) -> None:
+    app = app_of(client)
+    signed = await sign_in(client, email="old@example.com")
+    await client.post("/api/auth/send-otp", json={"email": "new@example.com"})
+    code = await latest_code(app, "email", "new@example.com")
+    resp = await client.put("/api/users/profile", headers=bearer(signed["access_token"]),
+                            json={"email": "new@example.com", "email_code": code})
+    assert resp.status == 200
+    alert = await app[keys.DB].outbox.find_one({"to": "old@example.com", "subject": {"$regex": "changed"}})
+    assert alert is not None and "If this was not you" in alert["body"]
+
+
 async def test_an_email_of_another_account_is_refused(client: TestClient[Any, Any]) -> None:
     app = app_of(client)
     await sign_in(client, email="owner@example.com")

@@ -107,7 +107,11 @@ def request_hash(body: OrderCreate) -> str:
 
 
 def customer_view(order: Mapping[str, Any]) -> dict[str, Any]:
-    return public(order, _INTERNAL | _DISPATCH)
+    view = public(order, _INTERNAL | _DISPATCH)
+    # Customers see who acted by role, not the internal ids of admins and partners.
+    view["history"] = [{k: v for k, v in entry.items() if k != "by"}
+                       for entry in view.get("history") or [] if isinstance(entry, Mapping)]
+    return view
 
 
 def admin_view(order: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,7 +128,13 @@ async def assigned_views(db: AsyncDatabase[dict[str, Any]],
     for order in orders:
         customer = customers.get(str(order.get("customer_id")), {})
         view = public(order, _INTERNAL | _DISPATCH)
-        view["customer"] = {"name": customer.get("name") or "", "phone": customer.get("phone") or ""}
+        if order.get("status") in ACTIVE:
+            view["customer"] = {"name": customer.get("name") or "", "phone": customer.get("phone") or ""}
+        else:
+            # The job is over: the partner keeps the record, not the customer's contact details.
+            address = order.get("address") or {}
+            view["customer"] = {"name": (customer.get("name") or "").split(" ")[0], "phone": ""}
+            view["address"] = {"city": address.get("city"), "postal_code": address.get("postal_code")}
         views.append(view)
     return views
 

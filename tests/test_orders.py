@@ -22,6 +22,7 @@ from tests.helpers import (
     make_package,
     make_partner,
     make_user,
+    unique_phone,
 )
 
 
@@ -350,3 +351,30 @@ async def test_parallel_reviews_of_one_order_store_one(
     assert await db.reviews.count_documents({"order_id": done}) == 1
     package = await db.packages.find_one({"_id": package_id})
     assert package is not None and package["rating_count"] == 1
+
+
+async def test_contact_details_leave_the_partner_view_when_the_job_is_over(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    db = db_of(client.app)
+    owner = await make_user(db, phone=unique_phone(), name="Meera Iyer")
+    partner = await make_partner(db)
+    order_id = await make_order(db, owner, status="completed", partner_id=partner)
+
+    resp = await client.get(f"/api/orders/{order_id}", headers=bearer(token_for(partner, "partner")))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["customer"] == {"name": "Meera", "phone": ""}
+    assert "line1" not in body["address"] and "lat" not in body["address"]
+    assert body["address"]["city"] == "Bengaluru"
+
+
+async def test_customers_do_not_see_internal_ids_of_who_changed_their_order(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    db = db_of(client.app)
+    owner = await make_user(db)
+    order_id = await make_order(db, owner)
+    resp = await client.get(f"/api/orders/{order_id}", headers=bearer(token_for(owner, "customer")))
+    history = (await resp.json())["history"]
+    assert history and all("by" not in entry and entry["by_role"] for entry in history)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
-
-OK: Final = {"ok": True}
+from typing import Any
 
 # Stable codes (documented in docs/events.md).
 INVALID_PAYLOAD = "invalid_payload"

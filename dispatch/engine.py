@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
@@ -26,7 +27,7 @@ from core.settings import Settings
 from core.tasks import TaskOwner, stop_if_cancelled
 from dispatch.audit import AuditTrail
 from dispatch.emitter import Emitter
-from dispatch.events import EventListener
+from dispatch.events import EventListener, Handler
 from dispatch.fleet import FleetIndex
 from dispatch.ingest import Ingest
 from dispatch.live import Live
@@ -37,7 +38,21 @@ from gateway_clients.maps import travel_times
 
 logger = logging.getLogger(__name__)
 
+M = TypeVar("M", bound=BaseModel)
 STALE_INTERVALS = 3  # a partner not heard from for 3 ping intervals is stale
+
+
+def _parsed(model: type[M], handler: Callable[[M], Awaitable[None]]) -> Handler:
+    """A channel handler that validates the message into `model` first; a malformed one is skipped."""
+    async def handle(raw: str) -> None:
+        try:
+            event = model.model_validate_json(raw)
+        except ValidationError:
+            logger.warning("ignored a malformed %s", model.__name__)
+            return
+        await handler(event)
+
+    return handle
 
 
 @dataclass(frozen=True)
@@ -71,9 +86,14 @@ class Engine:
         # Set by the socket server: end the local sockets of a partner or a session.
         self.on_partner_standing: list[Any] = []
         self.on_session_revoked: list[Any] = []
+        # Set by the socket server: re-check its sockets against revocations and standing, in
+        # case the events that would have ended them were lost.
+        self.on_resync: list[Callable[[], Awaitable[None]]] = []
         self.events = EventListener(redis, {
-            ORDER_EVENTS: self._order_event, OFFER_EVENTS: self._offer_event,
-            PARTNER_EVENTS: self._partner_event, SESSION_EVENTS: self._session_event,
+            ORDER_EVENTS: _parsed(OrderEvent, self._order_event),
+            OFFER_EVENTS: _parsed(OfferReplyEvent, self._offer_event),
+            PARTNER_EVENTS: _parsed(PartnerEvent, self._partner_event),
+            SESSION_EVENTS: _parsed(SessionEvent, self._session_event),
         }, on_resubscribe=self.resync)
 
     async def start(self, tasks: TaskOwner) -> None:
@@ -104,6 +124,8 @@ class Engine:
         """Re-read the truth: fleet index after data loss, who is on which job."""
         await self.fleet.rebuild_if_lost()
         self.live.load_jobs(await self.fleet.sync_jobs())
+        for callback in self.on_resync:
+            await callback()
 
     def _spawn(self, coro: Any, name: str) -> None:
         if self.tasks is None:
@@ -114,43 +136,26 @@ class Engine:
         except RuntimeError:  # shutting down
             pass
 
-    async def _order_event(self, raw: str) -> None:
-        try:
-            event = OrderEvent.model_validate_json(raw)
-        except ValidationError:
-            logger.warning("ignored a malformed order event")
-            return
-        await self.live.on_order_event(event)
+    async def _order_event(self, event: OrderEvent) -> None:
+        for pid in await self.live.on_order_event(event):
+            await self.fleet.clear_job_if(pid, event.order_id)
         # Matching may take a few round trips: do not hold up the next event.
         self._spawn(self.offers.on_order_event(event), name=f"dispatch:order:{event.order_id}")
 
-    async def _offer_event(self, raw: str) -> None:
-        try:
-            event = OfferReplyEvent.model_validate_json(raw)
-        except ValidationError:
-            logger.warning("ignored a malformed offer event")
-            return
+    async def _offer_event(self, event: OfferReplyEvent) -> None:
+        if not await self.offers.claim_reply(event.order_id, event.partner_id):
+            return  # another process handles it: a second would audit and cascade it again
         self._spawn(self.offers.reply(event.order_id, event.partner_id, event.accept, via="rest"),
                     name=f"dispatch:reply:{event.order_id}")
 
-    async def _partner_event(self, raw: str) -> None:
-        try:
-            event = PartnerEvent.model_validate_json(raw)
-        except ValidationError:
-            logger.warning("ignored a malformed partner event")
-            return
+    async def _partner_event(self, event: PartnerEvent) -> None:
         self.partners.forget(event.partner_id)
         if event.status != "approved":
             for callback in self.on_partner_standing:
                 await callback(event.partner_id, event.status)
             await self.fleet.set_online(event.partner_id, False)
 
-    async def _session_event(self, raw: str) -> None:
-        try:
-            event = SessionEvent.model_validate_json(raw)
-        except ValidationError:
-            logger.warning("ignored a malformed session event")
-            return
+    async def _session_event(self, event: SessionEvent) -> None:
         for callback in self.on_session_revoked:
             await callback(event.user_id, event.session_id)
 

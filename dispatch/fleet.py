@@ -40,20 +40,23 @@ STATE_PREFIX = PARTNER_STATE.split("{", 1)[0]
 # One micro-batch of fixes in one command: packing thousands of GEOADD/HSET/ZADD commands costs
 # the client far more CPU than Redis spends running them, so the batch travels as one JSON
 # argument. Entries: [id, lng, lat, ts, seen, heading, speed, accuracy], all strings ("" = none).
-# (Keys are derived from ARGV, so this assumes a single Redis, not a cluster.)
+# (Keys are derived from ARGV, so this assumes a single Redis, not a cluster.) With ARGV[3] == '1'
+# (a rebuild from MongoDB, whose copy lags), a fix never replaces one seen later.
 _WRITE_POSITIONS = """
 local batch = cjson.decode(ARGV[1])
 for _, p in ipairs(batch) do
   local id = p[1]
-  redis.call('GEOADD', KEYS[1], p[2], p[3], id)
   local key = ARGV[2] .. id
-  redis.call('HSET', key, 'lat', p[3], 'lng', p[2], 'ts', p[4], 'seen', p[5])
-  for i, field in ipairs({'heading', 'speed', 'accuracy'}) do
-    -- a fix without the field must not leave the previous fix's value behind
-    if p[5 + i] ~= '' then redis.call('HSET', key, field, p[5 + i]) else redis.call('HDEL', key, field) end
+  if ARGV[3] ~= '1' or (tonumber(redis.call('HGET', key, 'seen')) or 0) < tonumber(p[5]) then
+    redis.call('GEOADD', KEYS[1], p[2], p[3], id)
+    redis.call('HSET', key, 'lat', p[3], 'lng', p[2], 'ts', p[4], 'seen', p[5])
+    for i, field in ipairs({'heading', 'speed', 'accuracy'}) do
+      -- a fix without the field must not leave the previous fix's value behind
+      if p[5 + i] ~= '' then redis.call('HSET', key, field, p[5 + i]) else redis.call('HDEL', key, field) end
+    end
+    redis.call('ZADD', KEYS[2], p[5], id)
+    redis.call('ZADD', KEYS[3], p[5], id)
   end
-  redis.call('ZADD', KEYS[2], p[5], id)
-  redis.call('ZADD', KEYS[3], p[5], id)
 end
 return #batch
 """
@@ -123,15 +126,17 @@ class FleetIndex:
         self.stale_ms = stale_ms
         self._write_positions = redis.register_script(_WRITE_POSITIONS)
 
-    async def write_positions(self, latest: dict[str, tuple[LocationPoint, int]]) -> None:
-        """One pipelined round trip for a micro-batch: GEOADD, state hashes, last seen, changed."""
+    async def write_positions(self, latest: dict[str, tuple[LocationPoint, int]], *, only_newer: bool = False,
+                              ) -> None:
+        """One round trip for a micro-batch: GEOADD, state hashes, last seen, changed."""
         if not latest:
             return
         batch = [[pid, repr(p.lng), repr(p.lat), str(p.ts), str(seen_ms),
                   "" if p.heading is None else repr(p.heading), "" if p.speed is None else repr(p.speed),
                   "" if p.accuracy is None else repr(p.accuracy)]
                  for pid, (p, seen_ms) in latest.items()]
-        await self._write_positions(keys=[FLEET_GEO, FLEET_SEEN, FLEET_CHANGED], args=[dumps(batch), STATE_PREFIX])
+        await self._write_positions(keys=[FLEET_GEO, FLEET_SEEN, FLEET_CHANGED],
+                                    args=[dumps(batch), STATE_PREFIX, "1" if only_newer else "0"])
 
     async def set_online(self, partner_id: str, online: bool) -> None:
         now = now_ms()
@@ -160,6 +165,12 @@ class FleetIndex:
             pipe.hset(state_key(partner_id), mapping={"idle_since": now})
         pipe.zadd(FLEET_CHANGED, {partner_id: now})
         await pipe.execute()
+
+    async def touch(self, partner_ids: Sequence[str]) -> None:
+        """Mark partners changed (an offer made or withdrawn) so the next fleet tick shows it."""
+        if partner_ids:
+            now = now_ms()
+            await self.redis.zadd(FLEET_CHANGED, dict.fromkeys(partner_ids, now))
 
     async def clear_job_if(self, partner_id: str, order_id: str) -> None:
         state = (await self.states([partner_id]))[0]
@@ -239,10 +250,10 @@ class FleetIndex:
                     online.append(str(doc["_id"]))
                 if len(batch) >= 1000:
                     count += len(batch)
-                    await self.write_positions(batch)
+                    await self.write_positions(batch, only_newer=True)
                     batch = {}
             count += len(batch)
-            await self.write_positions(batch)
+            await self.write_positions(batch, only_newer=True)
             if online:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.sadd(FLEET_ONLINE, *online)

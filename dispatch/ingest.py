@@ -35,7 +35,6 @@ MAX_FUTURE_SKEW_MS = 5_000          # phone clocks drift; more than this ahead i
 MAX_AGE_MS = 24 * 3600 * 1000       # buffered fixes older than a day are useless for a live map
 MIN_INTERVAL_MS = 1_000             # at most one accepted ping per second per partner
 MAX_ACCURACY_M = 1_000.0            # a 95 % radius above 1 km says nothing about where they are
-MAX_BATCH_POINTS = 500
 # A jump is only "impossible" beyond GPS noise: allow the two fixes' accuracy radii plus 50 m.
 NOISE_ALLOWANCE_M = 50.0
 FLUSH_INTERVAL_S = 0.02
@@ -135,7 +134,9 @@ class Ingest:
         ordered = sorted({p.ts: p for p in points}.values(), key=lambda p: p.ts)
         rejected: list[dict[str, Any]] = []
         accepted: list[LocationPoint] = []
-        # One partner's pings are validated one at a time, so two racing fixes cannot both pass.
+        # One partner's pings are validated and stored one call at a time, so two racing fixes
+        # cannot both pass. The lock is held through the store: when it fails, the phone is
+        # told to retry, so the fixes must not count as accepted (a retry would be `stale_ts`).
         lock = self._locks.setdefault(partner_id, asyncio.Lock())
         async with lock:
             last = await self._last_for(partner_id)
@@ -148,10 +149,10 @@ class Ingest:
                     continue
                 accepted.append(point)
                 last = _Last(point.ts, point.lat, point.lng, point.accuracy or 0.0, time.monotonic())
+            if accepted:
+                await self._store(partner_id, accepted)
             if last is not None:
                 self._last[partner_id] = last
-        if accepted:
-            await self._store(partner_id, accepted)
         return IngestResult(accepted=len(accepted), rejected=rejected)
 
     async def ingest_raw(self, partner_id: str, raw_points: Iterable[Any]) -> dict[str, Any]:

@@ -24,6 +24,11 @@ from geo.eta import eta_between
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_LIMIT = 20_000
+# A change is stamped before it lands in Redis (a ping waits up to one ingest micro-batch, a few
+# ms under load); a tick reading up to "now" would skip it for good. Ticks read up to this long
+# ago instead, so every change is in exactly one tick's window.
+TICK_LAG_MS = 250
+BOX_MARGIN = 1.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +63,21 @@ class Live:
         self.emitter = emitter
         self.jobs: dict[str, Job] = {}
         self.subs: dict[str, FleetSub] = {}
-        self._last_tick = now_ms()
+        self._last_tick = now_ms() - TICK_LAG_MS
 
     # --- orders ---------------------------------------------------------------------------------
 
-    async def on_order_event(self, event: OrderEvent) -> None:
-        if event.partner_id and event.status in TRACKABLE:
+    async def on_order_event(self, event: OrderEvent) -> list[str]:
+        """Stream the change and follow who serves the order; returns the partners who lost it."""
+        serving = event.partner_id if event.partner_id and event.status in TRACKABLE else None
+        # A reassignment leaves the previous partner mapped to the order: unmapped here, or its
+        # position would keep reaching the customer.
+        lost = [p for p, job in self.jobs.items() if job.order_id == event.order_id and p != serving]
+        for pid in lost:
+            del self.jobs[pid]
+        if serving is not None:
             pickup = (event.pickup.lat, event.pickup.lng) if event.pickup else None
-            self.jobs[event.partner_id] = Job(event.order_id, pickup)
-        else:
-            for pid in [p for p, job in self.jobs.items() if job.order_id == event.order_id]:
-                del self.jobs[pid]
+            self.jobs[serving] = Job(event.order_id, pickup)
         message = {"order_id": event.order_id, "status": event.status, "at": event.at, "version": event.version,
                    "partner_id": event.partner_id, "reason": event.reason}
         # Status changes go out at once. Local only: every process got the same Redis event.
@@ -76,6 +85,9 @@ class Live:
         await self.emitter.emit("order_status", message, "admins", local=True)
         if event.partner_id:  # the assigned partner hears about its job (a cancellation, say)
             await self.emitter.emit("order_status", message, f"partner:{event.partner_id}", local=True)
+        for pid in (p for p in lost if p != event.partner_id):  # a replaced partner, not told by whom
+            await self.emitter.emit("order_status", {**message, "partner_id": None}, f"partner:{pid}", local=True)
+        return lost
 
     def load_jobs(self, jobs: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the job map with MongoDB's view (start-up and periodic sweep)."""
@@ -132,15 +144,20 @@ class Live:
     async def subscribe(self, sid: str, bbox: BBox | None) -> dict[str, Any]:
         """Register (or re-scope) an admin's fleet view and build its snapshot."""
         sub = FleetSub(bbox)
-        self.subs[sid] = sub
-        if bbox is None:
+        if bbox is None or bbox[2] - bbox[0] >= 180.0:  # half the globe or more: no search box holds it
             ids = (await self.fleet.all_ids())[:SNAPSHOT_LIMIT]
         else:
             clat, clng, width, height = bbox_center_and_size(bbox)
-            ids = (await self.fleet.in_box(clat, clng, width, height))[:SNAPSHOT_LIMIT]
+            # Redis's Earth is 0.03 % larger than ours: widen a little, `_describe` trims to the bbox.
+            ids = (await self.fleet.in_box(clat, clng, width * BOX_MARGIN, height * BOX_MARGIN))[:SNAPSHOT_LIMIT]
         partners = await self._describe(ids, sub)
         sub.known = {p["id"] for p in partners}
-        sub.version += 1
+        # Registered only once built, so no tick sends this socket a delta before its snapshot
+        # (nothing is missed: the next tick reads every change since the previous one). A
+        # re-scope continues the socket's versions, which never go back.
+        previous = self.subs.get(sid)
+        sub.version = (previous.version if previous else 0) + 1
+        self.subs[sid] = sub
         return {"type": "snapshot", "partners": partners, "removed": [], "version": sub.version}
 
     def unsubscribe(self, sid: str) -> None:
@@ -166,16 +183,17 @@ class Live:
     async def tick(self) -> list[tuple[str, dict[str, Any]]]:
         """Deltas since the last tick, one message per subscribed admin that has changes."""
         now = now_ms()
-        since, self._last_tick = self._last_tick, now
+        since, upto = self._last_tick, now - TICK_LAG_MS
         if not self.subs:
+            self._last_tick = upto
             return []
-        changed = set(await self.fleet.changed_between(since, now))
-        changed.update(await self.fleet.went_stale_between(since, now))
-        if not changed:
-            return []
+        changed = set(await self.fleet.changed_between(since, upto))
+        changed.update(await self.fleet.went_stale_between(since, upto))
         ids = sorted(changed)
         states = await self.fleet.states(ids)
         held = await self.fleet.offers_held(ids)
+        # Only now is the window consumed: a tick that failed on a Redis blip is retried whole.
+        self._last_tick = upto
         entries = [(s, self._entry(s, o, now)) for s, o in zip(states, held, strict=True)
                    if s.lat is not None and s.lng is not None]
         out: list[tuple[str, dict[str, Any]]] = []

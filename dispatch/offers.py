@@ -35,10 +35,15 @@ BY_ROLE = "dispatch"
 NO_PARTNER = "no_partner"
 LOCK_KEY = "pp:dispatch:lock:{order_id}"
 LOCK_TTL_MS = 10_000
+# A REST reply reaches every process over pub/sub; the first to claim it handles it. A partner
+# replies to an order once (a decline excludes them from its later rounds), so the pair is unique.
+REPLY_CLAIM_KEY = "pp:dispatch:reply:{order_id}:{partner_id}"
+REPLY_CLAIM_TTL_MS = 600_000
 # A lease outlives the offer by a grace period so that a reply racing the timeout still finds
 # its fence (and then loses cleanly on the expiry precondition in MongoDB).
 LEASE_GRACE_MS = 5_000
 AUDIT_CANDIDATES = 10
+CANCELLED = frozenset({"cancelled", "refunded"})
 
 # Claim every due timer atomically: two processes polling together never both get a member.
 _CLAIM_DUE = """
@@ -104,7 +109,7 @@ class Offers:
                 await self.fleet.set_job(event.partner_id, event.order_id)
             elif event.status in ("completed", "cancelled", "refunded") and event.partner_id:
                 await self.fleet.clear_job_if(event.partner_id, event.order_id)
-            reason = "cancelled" if event.status in ("cancelled", "refunded") else "taken"
+            reason = "cancelled" if event.status in CANCELLED else "taken"
             await self.close(event.order_id, reason, winner=event.partner_id)
 
     async def dispatch(self, order_id: str, *, wait_s: float = 0.0) -> None:
@@ -122,6 +127,11 @@ class Offers:
                 return
             await self._round(order, newly_excluded=list(order.get("offer_partner_ids") or []),
                               revoke_reason="expired")
+
+    async def claim_reply(self, order_id: str, partner_id: str) -> bool:
+        """Whether this process is the one to handle a reply heard by every process."""
+        key = REPLY_CLAIM_KEY.format(order_id=order_id, partner_id=partner_id)
+        return bool(await self.redis.set(key, "1", nx=True, px=REPLY_CLAIM_TTL_MS))
 
     async def reply(self, order_id: str, partner_id: str, accept: bool, *, via: str) -> dict[str, Any]:
         """A partner's answer (socket or REST); returns the acknowledgement."""
@@ -162,7 +172,14 @@ class Offers:
                 await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms() + 500})
                 return
             order = await self.orders.find_one({"_id": order_id})
-            if order is None or order.get("status") != "offered":
+            if order is None:
+                return
+            if order.get("status") != "offered":
+                # The order moved on but its event was lost (or raced the round's start): the
+                # holders must not keep a phantom offer, nor their leases.
+                status = str(order.get("status"))
+                await self.close(order_id, "cancelled" if status in CANCELLED else "taken",
+                                 winner=order.get("partner_id"))
                 return
             expires = int(order.get("offer_expires_ms") or 0)
             if expires > now_ms():
@@ -237,6 +254,15 @@ class Offers:
         pids = [c.partner_id for c in chosen]
         expect: dict[str, Any] = {"offer_fence": previous} if previous is not None else {
             "offer_fence": {"$exists": False}}
+        # Holders and timer are registered before the round commits: a cancel or assignment
+        # committed right after it then finds the holders to revoke, and the timer cleans up
+        # if that event is lost.
+        holders_key = OFFER_HOLDERS.format(order_id=order_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(holders_key, *pids)
+        pipe.zadd(OFFER_TIMERS, {order_id: expires})
+        await pipe.execute()
+        await self.fleet.touch(pids)
         try:
             after = await self.flow.transition(
                 order_id, "offered", by_role=BY_ROLE, by_id=None, allowed_from=frozenset({"placed", "offered"}),
@@ -247,13 +273,11 @@ class Offers:
             # Someone else moved the order on (another process, an admin, a cancel): stand down.
             logger.info("offer round for %s lost: %s", order_id, exc.code)
             await self.audit.record(order_id, "candidates", {**considered, "outcome": "round_lost"})
+            await self.redis.srem(holders_key, *pids)
             for pid in pids:
                 await self._drop_lease(keys=[offer_key(pid)], args=[f"{order_id}:"])
+            await self.fleet.touch(pids)
             return
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(OFFER_HOLDERS.format(order_id=order_id), *pids)
-        pipe.zadd(OFFER_TIMERS, {order_id: expires})
-        await pipe.execute()
         price = int(after.get("price") or 0)
         # Same rounding as the REST offer view: commission rounded half up, payout the rest.
         payout = price - (price * self.settings.commission_rate_bp + 5_000) // 10_000
@@ -348,6 +372,7 @@ class Offers:
                 await self.emitter.emit("offer_revoked", {"order_id": order_id, "reason": reason, "version": version},
                                         f"partner:{pid}")
                 await self.audit.record(order_id, "revoked", {"partner_id": pid, "reason": reason})
+        await self.fleet.touch([str(h) for h in holders])
 
     @contextlib.asynccontextmanager
     async def _lock(self, order_id: str, wait_s: float) -> AsyncIterator[bool]:

@@ -197,6 +197,32 @@ class SocketServer:
         """A session ended (None: every session of the user): end its sockets here at once."""
         await self._drop(user_id, lambda c: session_id is None or c.session_id == session_id, "session_revoked")
 
+    async def recheck(self) -> None:
+        """Drop sockets whose session ended or partner lost its standing while the event saying
+        so was lost (pub/sub is at-most-once): runs on every sweep and resubscription."""
+        conns = list(self.conns.items())
+        if not conns:
+            return
+        redis = self.app[keys.REDIS]
+        sessions = sorted({c.session_id for _, c in conns if c.session_id})
+        flags = await redis.mget([REVOKED_SESSION_KEY.format(sid=s) for s in sessions]) if sessions else []
+        revoked = {s for s, flag in zip(sessions, flags, strict=True) if flag is not None}
+        # Standing comes through the directory's short cache, which bounds how late this is.
+        standings = await self.engine.partners.standings({c.user_id for _, c in conns if c.role == "partner"})
+        for sid, conn in conns:
+            standing = standings.get(conn.user_id) if conn.role == "partner" else None
+            if conn.session_id in revoked:
+                reason = "session_revoked"
+            elif conn.role == "partner" and (standing is None or standing.status != "approved"):
+                reason = f"partner_{standing.status if standing else 'unknown'}"
+            else:
+                continue
+            if sid not in self.conns:
+                continue  # gone meanwhile
+            logger.info("disconnecting a socket: %s", reason)
+            self._forget(sid)
+            await self.sio.disconnect(sid, ignore_queue=True)
+
     async def _drop(self, user_id: str, match: Callable[[Conn], bool], reason: str) -> None:
         for sid in [sid for sid in self.by_user.get(user_id, ()) if match(self.conns[sid])]:
             logger.info("disconnecting a socket: %s", reason)
@@ -287,6 +313,8 @@ class SocketServer:
         order_id = data.get("order_id") if isinstance(data, dict) else None
         ack, first = await self.engine.live.track(conn.user_id, conn.role, order_id)
         if ack["ok"]:
+            if sid not in self.conns:  # disconnected meanwhile: joining now would leak the room entry
+                return acks.error(acks.FORBIDDEN, "not connected")
             await self.sio.enter_room(sid, f"order:{order_id}")
             if first is not None:
                 await self.sio.emit("partner_location", first, to=sid, ignore_queue=True)
@@ -299,6 +327,9 @@ class SocketServer:
         if isinstance(bbox, str):
             return acks.error(acks.INVALID_PAYLOAD, bbox)
         snapshot = await self.engine.live.subscribe(sid, bbox)
+        if sid not in self.conns:  # disconnected meanwhile: the subscription would never end
+            self.engine.live.unsubscribe(sid)
+            return acks.error(acks.FORBIDDEN, "not connected")
         await self.sio.emit("fleet", snapshot, to=sid, ignore_queue=True)
         return acks.ok(partners=len(snapshot["partners"]), version=snapshot["version"])
 
@@ -319,6 +350,7 @@ def setup(app: web.Application, settings: Settings) -> None:
         engine = Engine(settings, app[keys.DB], app[keys.REDIS], SocketEmitter(sio), app.get(TUNING))
         engine.on_partner_standing.append(server.drop_partner)
         engine.on_session_revoked.append(server.drop_session)
+        engine.on_resync.append(server.recheck)
         app[ENGINE] = engine
         app[keys.LOCATION_SINK] = engine.ingest
         # Start python-socketio's Redis listener now, owned by us, instead of lazily on the first

@@ -59,9 +59,13 @@ def valid_bbox(box: BBox) -> bool:
 
 
 def bbox_center_and_size(box: BBox) -> tuple[float, float, float, float]:
-    """(center_lat, center_lng, width_m, height_m) of `box`, for a Redis GEOSEARCH BYBOX."""
+    """(center_lat, center_lng, width_m, height_m) of a search box holding `box`, for a Redis
+    GEOSEARCH BYBOX, which measures a point's east-west offset at the point's own latitude: the
+    width is taken where `box` is widest (nearest the equator), so no corner is cut off; callers
+    filter the results with `in_bbox`. Meaningless for 180 degrees of longitude or more."""
     min_lng, min_lat, max_lng, max_lat = box
     clat, clng = (min_lat + max_lat) / 2, (min_lng + max_lng) / 2
-    width = haversine_m(clat, min_lng, clat, max_lng)
+    widest = min(max(0.0, min_lat), max_lat)
+    width = haversine_m(widest, min_lng, widest, max_lng)
     height = haversine_m(min_lat, clng, max_lat, clng)
     return clat, clng, width, height

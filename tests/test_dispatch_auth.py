@@ -94,3 +94,17 @@ async def test_a_flood_of_events_is_rate_limited(start_env: StartEnv) -> None:
     acks = await asyncio.gather(*(sock.call("track", {"order_id": "nope"}) for _ in range(60)))
     codes = {ack["error"]["code"] for ack in acks}
     assert codes == {"not_found", "rate_limited"}
+
+
+async def test_a_session_ended_while_its_event_was_lost_is_disconnected_by_the_sweeper(
+        start_env: StartEnv) -> None:
+    env = await start_env()
+    cid = await make_customer(env.db)
+    ended = await env.sock(env.token(cid, "customer", session_id="a"))
+    kept = await env.sock(env.token(cid, "customer", session_id="b"))
+    # The API marks the session revoked, but the SESSION_EVENTS message never arrives.
+    await env.redis.set(REVOKED_SESSION_KEY.format(sid="a"), "logout", ex=60)
+    async with asyncio.timeout(5):
+        while ended.client.connected:
+            await asyncio.sleep(0.05)
+    assert kept.client.connected

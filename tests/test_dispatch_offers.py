@@ -140,8 +140,10 @@ async def test_top_k_racing_accepts_have_exactly_one_winner(start_env: StartEnv)
             assert revoked["reason"] == "taken"
 
 
-async def test_a_decline_over_rest_moves_the_cascade_on(start_env: StartEnv) -> None:
+async def test_a_decline_over_rest_moves_the_cascade_on_once_however_many_processes_hear_it(
+        start_env: StartEnv) -> None:
     env = await start_env()
+    await start_env()  # a second process on the same Redis and MongoDB
     first, a = await env.partner(*near(300))
     _, b = await env.partner(*near(700))
     _, oid = await env.order(*CENTER)
@@ -150,6 +152,9 @@ async def test_a_decline_over_rest_moves_the_cascade_on(start_env: StartEnv) -> 
                                                           accept=False).model_dump_json())
     await b.wait_for("offer")
     assert (await env.audited(oid, "reply"))["data"]["via"] == "rest"
+    await asyncio.sleep(0.5)
+    assert [e["data"]["partner_id"] for e in await env.audit(oid) if e["event"] == "reply"] == [first]
+    assert len(b.events["offer"]) == 1
 
 
 async def test_a_lost_order_event_is_picked_up_by_the_sweeper(start_env: StartEnv) -> None:

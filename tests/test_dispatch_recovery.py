@@ -1,4 +1,5 @@
-"""After Redis loses its data, the fleet index is rebuilt from MongoDB and dispatch carries on."""
+"""After Redis loses its data, the fleet index is rebuilt from MongoDB and dispatch carries on;
+fixes refused while Redis was down are accepted when the phone retries them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 from redis.exceptions import RedisError
 
-from core.contracts import FLEET_GEO, FLEET_ONLINE
+from core.contracts import FLEET_EPOCH, FLEET_GEO, FLEET_ONLINE
+from core.jsonutil import now_ms
+from dispatch.server import ENGINE
 from partypilot import localservices
 from tests.dispatch_helpers import CENTER, Env, start_env
 
@@ -38,6 +41,9 @@ class PrivateRedis:
 
     def stop(self) -> None:
         localservices._terminate(self.proc.pid)
+
+    def start(self) -> None:
+        self.proc = localservices.start_redis(self.root, self.port, persist=False)
 
 
 @pytest.fixture
@@ -88,3 +94,35 @@ async def test_an_open_offer_can_still_be_accepted_after_redis_lost_its_leases(
     assert ack["ok"], ack
     doc = await env.db.orders.find_one({"_id": oid})
     assert doc is not None and doc["status"] == "assigned" and doc["partner_id"] == pid
+
+
+async def test_a_fix_refused_while_redis_was_down_is_accepted_when_retried(
+        start_env: StartEnv, private_redis: PrivateRedis) -> None:
+    env = await start_env(redis_url=private_redis.url)
+    _, partner = await env.partner(*CENTER, ts=now_ms() - 60_000)
+    private_redis.stop()
+    fix = {"lat": CENTER[0] + 0.001, "lng": CENTER[1], "ts": now_ms() - 30_000}
+    ack = await partner.call("location", fix, timeout=15)
+    assert ack["error"]["code"] == "unavailable"  # "keep the fix and send it again later"
+    private_redis.start()
+    async with asyncio.timeout(10):
+        while (ack := await partner.call("location", fix, timeout=15))["ok"] is False \
+                and ack["error"]["code"] == "unavailable":
+            await asyncio.sleep(0.1)
+    assert ack == {"ok": True, "accepted": 1, "rejected": []}
+
+
+async def test_a_rebuild_never_moves_a_partner_back_to_an_older_position(start_env: StartEnv) -> None:
+    env = await start_env()
+    t = now_ms() - 60_000
+    pid, partner = await env.partner(*CENTER, ts=t)
+    async with asyncio.timeout(5):
+        while not await env.db.partner_positions.find_one({"_id": pid, "lat": {"$exists": True}}):
+            await asyncio.sleep(0.1)
+    # A fix lands in Redis after the index lost its epoch, before MongoDB's copy caught up.
+    assert (await partner.call("location", {"lat": CENTER[0] + 0.01, "lng": CENTER[1], "ts": t + 60_000}))["ok"]
+    await env.db.partner_positions.update_one({"_id": pid}, {"$set": {"lat": CENTER[0], "seen": t}})
+    await env.redis.delete(FLEET_EPOCH)
+    await env.app[ENGINE].fleet.rebuild_if_lost()
+    [(_, lat)] = await env.redis.geopos(FLEET_GEO, pid)
+    assert abs(lat - (CENTER[0] + 0.01)) < 1e-5

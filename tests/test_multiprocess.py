@@ -1,5 +1,6 @@
 """Two app processes share one fleet through Redis: an offer made by one process is accepted
-through the other, and a customer on process A watches a partner connected to process B."""
+through the other, a customer on process A watches a partner connected to process B, and an
+offer made by a process that dies still times out and cascades on the other."""
 
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Proc:
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, **extra_env: str) -> None:
         self.port = localservices.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "MONGODB_URI": settings.mongodb_uri, "REDIS_URL": settings.redis_url,
                "PARTYPILOT_MONGODB_DB": settings.mongodb_db, "JWT_SECRET": TEST_SECRET, "PORT": str(self.port),
                "PARTYPILOT_ENV": "test", "PARTYPILOT_LOG_LEVEL": "WARNING",
-               "PARTYPILOT_ALLOWED_ORIGINS": self.url}
+               "PARTYPILOT_ALLOWED_ORIGINS": self.url, **extra_env}
         self.log = log.open("wb")
         self.popen = subprocess.Popen([sys.executable, "-m", "partypilot", "serve"], cwd=ROOT, env=env,
                                       stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
@@ -63,7 +64,8 @@ class Proc:
 
 @pytest.fixture
 def procs(settings: Settings, redis: Redis, tmp_path: Path) -> Iterator[tuple[Proc, Proc]]:
-    a, b = Proc(settings, tmp_path / "a.log"), Proc(settings, tmp_path / "b.log")
+    # A short offer timeout, so the test of a dying process sees its timer fire elsewhere.
+    a, b = (Proc(settings, tmp_path / f"{name}.log", PARTYPILOT_OFFER_TIMEOUT_S="4") for name in "ab")
     try:
         yield a, b
     finally:
@@ -122,6 +124,41 @@ async def test_an_offer_from_one_process_is_accepted_through_the_other(
         assert where["order_id"] == oid and abs(where["lat"] - (CENTER[0] + 0.003)) < 1e-9
         statuses = [m["status"] for m in customer.events["order_status"]]
         assert statuses.count("assigned") == 1  # one delivery per process-local socket, not per process
+    finally:
+        for sock in socks:
+            await sock.close()
+
+
+async def test_an_offer_made_by_a_process_that_dies_still_times_out_and_cascades(
+        procs: tuple[Proc, Proc], settings: Settings, redis: Redis, db: Any) -> None:
+    a, b = procs
+    await asyncio.gather(a.wait_ready(), b.wait_ready())
+    cid = await make_customer(db)
+    t0 = now_ms() - 60_000
+    socks: list[Sock] = []
+    try:
+        # Each partner is connected to both processes, so whichever survives still reaches them.
+        partners: list[tuple[str, Sock, Sock]] = []
+        for i, lat in enumerate((CENTER[0] + 0.003, CENTER[0] + 0.009)):
+            pid = await make_partner(db)
+            token = issue_access_token(settings, pid, "partner", f"p{i}")
+            on_a, on_b = await Sock().connect(a.url, token), await Sock().connect(b.url, token)
+            socks += [on_a, on_b]
+            assert (await on_a.call("availability", {"online": True}))["ok"]
+            assert (await ping(on_a, lat, CENTER[1], ts=t0))["ok"]
+            partners.append((pid, on_a, on_b))
+        oid = await make_order(db, redis, cid, *CENTER)
+        made = await wait_audit(db, oid, "offer")
+        assert made["data"]["partner_ids"] == [partners[0][0]]
+        maker = int(str(made["data"]["node"]).rsplit(":", 1)[1])
+        dead, survivor = (a, b) if maker == a.popen.pid else (b, a)
+        dead.popen.kill()  # no shutdown: whatever the process owned in memory is gone
+        dead.popen.wait(timeout=5)
+        second = partners[1][2] if survivor is b else partners[1][1]
+        offer = await second.wait_for("offer", timeout=10)
+        assert offer["order_id"] == oid
+        timeout = await wait_audit(db, oid, "timeout")
+        assert int(str(timeout["data"]["node"]).rsplit(":", 1)[1]) == survivor.popen.pid
     finally:
         for sock in socks:
             await sock.close()

@@ -43,9 +43,5 @@ def iso(dt: datetime | None = None) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def iso_from_ms(ms: int | float) -> str:
-    return iso(datetime.fromtimestamp(ms / 1000, UTC))
-
-
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

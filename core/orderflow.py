@@ -50,7 +50,6 @@ PARTNER_NEXT = {"assigned": "en_route", "en_route": "arrived", "arrived": "setup
                 "setup_complete": "completed"}
 ACTIVE = frozenset({"pending_payment", "placed", "offered", "assigned", "en_route", "arrived", "setup_complete"})
 TRACKABLE = frozenset({"assigned", "en_route", "arrived", "setup_complete"})
-DISPATCHABLE = frozenset({"placed", "offered"})
 ASSIGNABLE = frozenset({"placed", "offered", "assigned"})
 
 _MAX_RACES = 8

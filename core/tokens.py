@@ -28,9 +28,6 @@ class Claims:
     session_id: str
     expires_at: int
 
-    def expired(self, now: float | None = None) -> bool:
-        return (now if now is not None else time.time()) >= self.expires_at
-
 
 def issue_access_token(settings: Settings, user_id: str, role: Role, session_id: str,
                        now: float | None = None) -> str:

@@ -39,6 +39,19 @@ def sim_email(n: int) -> str:
     return f"sim-partner-{n}@partypilot.local"
 
 
+# Distinct names so the admin map's initials tell simulated partners apart.
+FIRST_NAMES = ("Asha", "Ravi", "Meera", "Kiran", "Arjun", "Divya", "Farhan", "Lakshmi", "Nikhil", "Pooja",
+               "Rahul", "Sneha", "Tara", "Vikram", "Zoya", "Imran", "Gita", "Manoj", "Nisha", "Suresh")
+LAST_NAMES = ("Rao", "Iyer", "Khan", "Menon", "Shetty", "Gowda", "Nair", "Patil", "Reddy", "Das", "Bose")
+
+
+def sim_name(n: int) -> tuple[str, str]:
+    """(first name, full name) of simulated partner n: stable, and distinct initials for the first 20."""
+    first = FIRST_NAMES[(n - 1) % len(FIRST_NAMES)]
+    last = LAST_NAMES[(n - 1) % len(LAST_NAMES)]
+    return first, f"{first} {last}"
+
+
 async def ensure_partners(db: AsyncDatabase[dict[str, Any]], count: int) -> list[tuple[str, str]]:
     """Create or refresh `count` approved simulated partners; return (user id, vehicle type)."""
     out: list[tuple[str, str]] = []
@@ -48,13 +61,14 @@ async def ensure_partners(db: AsyncDatabase[dict[str, Any]], count: int) -> list
         user = await db.users.find_one({"email": email}, {"_id": 1})
         uid = str(user["_id"]) if user else uuid.uuid4().hex
         vehicle = VEHICLES[n % len(VEHICLES)]
+        first, full = sim_name(n)
         if user is None:
-            await db.users.insert_one({"_id": uid, "role": "partner", "email": email, "name": f"Sim Partner {n}",
+            await db.users.insert_one({"_id": uid, "role": "partner", "email": email, "name": full,
                                        "created_at": now, "deleted": 0, "addresses": []})
         else:
-            await db.users.update_one({"_id": uid}, {"$set": {"role": "partner", "deleted": 0}})
+            await db.users.update_one({"_id": uid}, {"$set": {"role": "partner", "deleted": 0, "name": full}})
         await db.partners.update_one({"_id": uid}, {"$set": {
-            "company_name": f"Sim Fleet {n}", "contact_name": f"Sim Partner {n}", "first_name": "Sim",
+            "company_name": f"Sim Fleet {n}", "contact_name": full, "first_name": first,
             "email": email, "phone": f"+9190000{n:05d}", "vehicle_type": vehicle, "status": "approved",
             "status_at": now}, "$setOnInsert": {"created_at": now}}, upsert=True)
         out.append((uid, vehicle))

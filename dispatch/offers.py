@@ -150,6 +150,13 @@ class Offers:
             return await self._accept(order_id, partner_id, fence)
         return await self._decline(order_id, partner_id, fence)
 
+    async def release_held_offer(self, partner_id: str) -> None:
+        """Decline the offer the partner holds, if any (the partner went off duty)."""
+        raw = await self.redis.get(offer_key(partner_id))
+        if isinstance(raw, str) and ":" in raw:
+            order_id = raw.rsplit(":", 1)[0]
+            await self.reply(order_id, partner_id, False, via="off_duty")
+
     async def _open_fence(self, order_id: str, partner_id: str) -> int | None:
         """The fence of an offer still open to the partner in MongoDB, when its Redis lease is gone
         (Redis lost its data): the truth decides, as it does for the REST reply."""

@@ -296,6 +296,10 @@ class SocketServer:
         if not isinstance(online, bool):
             return acks.error(acks.INVALID_PAYLOAD, "online must be true or false")
         await self.engine.fleet.set_online(conn.user_id, online)
+        if not online:
+            # Going off duty while holding an offer is a decline: the cascade moves on now
+            # instead of waiting for the offer to time out.
+            await self.engine.offers.release_held_offer(conn.user_id)
         return acks.ok(online=online)
 
     async def on_offer_reply(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:

@@ -188,3 +188,20 @@ async def test_a_busy_partner_is_skipped_and_released_even_if_the_completion_eve
     _, third = await env.order(*CENTER)
     offer = await sock.wait_for("offer", lambda m: m["order_id"] == third, timeout=5)
     assert offer["order_id"] == third
+
+
+async def test_going_off_duty_while_holding_an_offer_declines_it_at_once(start_env: StartEnv) -> None:
+    env = await start_env()  # the default 30 s offer timeout: only the decline can move it on in time
+    first, a = await env.partner(*near(400))
+    second, b = await env.partner(*near(1200))
+    _, oid = await env.order(*CENTER)
+    await a.wait_for("offer")
+
+    assert (await a.call("availability", {"online": False}))["ok"]
+    offer_b = OfferMessage.model_validate(await b.wait_for("offer"))
+    assert offer_b.order_id == oid
+    doc = await order_doc(env, oid)
+    assert first in doc["declined_partner_ids"]  # type: ignore[operator]
+    assert doc["offer_partner_ids"] == [second]
+    reply = await env.audited(oid, "reply")
+    assert reply["data"]["via"] == "off_duty" and reply["data"]["partner_id"] == first

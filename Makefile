@@ -41,7 +41,7 @@ pytest: install system-deps-test
 test: install system-deps-test lint typecheck pytest
 
 bench: install system-deps
-	$(PY) -m loadtests.bench
+	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
 services-stop: install
 	$(PY) -m partypilot services stop

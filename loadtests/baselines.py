@@ -12,10 +12,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import orjson
 import socketio
 import uvloop
 from aiohttp import web
+
+from loadtests.sockets import OrjsonCodec
 
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -36,21 +37,11 @@ def catalog_app(body: bytes) -> web.Application:
     return app
 
 
-class _Orjson:
-    @staticmethod
-    def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj).decode()
-
-    @staticmethod
-    def loads(data: str | bytes, **_: Any) -> Any:
-        return orjson.loads(data)
-
-
 def sio_app() -> web.Application:
     """python-socketio with the app's transport settings; every event handler just acks."""
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=["http://127.0.0.1"],
                                max_http_buffer_size=MAX_MESSAGE_BYTES, ping_interval=25, ping_timeout=20,
-                               json=_Orjson, logger=False, engineio_logger=False)
+                               json=OrjsonCodec, logger=False, engineio_logger=False)
     app = web.Application()
     sio.attach(app, socketio_path="socket.io")
 

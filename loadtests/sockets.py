@@ -32,7 +32,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class _Orjson:
+class OrjsonCodec:
+    """orjson for python-socketio: the same codec as the app's, for clients and baselines."""
+
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
         return orjson.dumps(obj).decode()
@@ -61,7 +63,7 @@ class Clients:
         self.clients = [None] * len(tokens)
 
         async def one(index: int, token: str) -> None:
-            client = socketio.AsyncClient(reconnection=False, handle_sigint=False, json=_Orjson,
+            client = socketio.AsyncClient(reconnection=False, handle_sigint=False, json=OrjsonCodec,
                                           http_session=self.session, request_timeout=connect_timeout)
             if setup is not None:
                 setup(client, index)

@@ -1,8 +1,9 @@
 """/api/users: the signed-in user's own profile, password and account.
 
 Changing the email or phone (sign-in identifiers) needs a code sent to the new destination
-through /api/auth/send-otp, and the previous destination is told of the change: the code only
-proves the requester holds the new one, so the alert is how an owner learns of a stolen token.
+through /api/auth/send-otp and, when one is being replaced, a code sent to the current one too:
+a stolen access token alone cannot move an account to the thief's address. The previous
+destination is also told of the change.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class SavedAddress(BaseModel):
 
 
 class ProfileUpdate(BaseModel):
-    """Only the fields sent change. A new email or phone needs the code sent to it."""
+    """Only the fields sent change. A new email or phone needs the code sent to it; replacing an
+    existing one also needs a code sent to the current address (`current_*_code`)."""
 
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
@@ -50,6 +52,8 @@ class ProfileUpdate(BaseModel):
     email_code: Code | None = None
     phone: Phone | None = None
     phone_code: Code | None = None
+    current_email_code: Code | None = None
+    current_phone_code: Code | None = None
     addresses: list[SavedAddress] | None = Field(None, max_length=10)
     avatar_url: Annotated[str, StringConstraints(max_length=500, pattern=r"^(https://[^\s]+|/media/[^\s]+)$")
                           ] | None = None
@@ -88,16 +92,28 @@ async def update_profile(request: web.Request, body: ProfileUpdate, user: Claims
     if body.avatar_url is not None:
         changes["avatar_url"] = body.avatar_url
     ip = client_ip(request, settings.trust_proxy)
-    for destination, code, field in (
-        (otp.Destination("email", body.email) if body.email else None, body.email_code, "email_code"),
-        (otp.Destination("sms", body.phone) if body.phone else None, body.phone_code, "phone_code"),
-    ):
+    steps = [
+        (otp.Destination("email", body.email) if body.email else None, body.email_code, "email_code",
+         body.current_email_code, "current_email_code"),
+        (otp.Destination("sms", body.phone) if body.phone else None, body.phone_code, "phone_code",
+         body.current_phone_code, "current_phone_code"),
+    ]
+    for destination, code, field, current_code, current_field in steps:
         if destination is None or current.get(destination.field) == destination.address:
             continue
-        if code is None:
-            raise ValidationFailed("a new email or phone needs the code sent to it", details=[
-                {"field": field, "message": "request a code with /api/auth/send-otp, then send it here",
-                 "type": "missing"}])
+        previous = current.get(destination.field)
+        missing = [name for name, value in ((field, code), (current_field, current_code))
+                   if value is None and (name == field or previous)]
+        if missing:
+            raise ValidationFailed("changing a sign-in email or phone needs one-time codes", details=[
+                {"field": name, "message": "request a code with /api/auth/send-otp for "
+                 + ("the new" if name == field else "the current") + " address, then send it here",
+                 "type": "missing"} for name in missing])
+        if previous:
+            assert current_code is not None
+            await otp.verify(db, redis, settings, otp.Destination(destination.channel, str(previous)),
+                             current_code, ip)
+        assert code is not None
         await otp.verify(db, redis, settings, destination, code, ip)
         changes[destination.field] = destination.address
     if changes:

@@ -82,14 +82,36 @@ async def test_a_new_email_needs_the_code_sent_to_it(client: TestClient[Any, Any
     assert ok.status == 200 and (await ok.json())["email"] == "me@example.com"
 
 
+async def test_replacing_an_email_needs_a_code_from_the_current_one_too(client: TestClient[Any, Any]) -> None:
+    app = app_of(client)
+    signed = await sign_in(client, email="old@example.com")
+    headers = bearer(signed["access_token"])
+    await client.post("/api/auth/send-otp", json={"email": "new@example.com"})
+    new_code = await latest_code(app, "email", "new@example.com")
+    # A stolen access token plus the thief's own inbox is not enough.
+    resp = await client.put("/api/users/profile", headers=headers,
+                            json={"email": "new@example.com", "email_code": new_code})
+    assert resp.status == 422
+    assert [d["field"] for d in (await resp.json())["error"]["details"]] == ["current_email_code"]
+    resp = await client.put("/api/users/profile", headers=headers,
+                            json={"email": "new@example.com", "email_code": new_code, "current_email_code": "000000"})
+    assert resp.status == 400
+    user = await app[keys.DB].users.find_one({"_id": signed["user"]["id"]})
+    assert user is not None and user["email"] == "old@example.com"
+
+
 async def test_the_previous_email_hears_that_it_was_replaced(client: TestClient[Any, Any]) -> None:
     app = app_of(client)
     signed = await sign_in(client, email="old@example.com")
+    await app[keys.REDIS].flushdb()  # past the resend cooldown of the sign-in code
+    sent = await client.post("/api/auth/send-otp", json={"email": "old@example.com"})
+    assert sent.status == 200
+    current_code = await latest_code(app, "email", "old@example.com")
     await client.post("/api/auth/send-otp", json={"email": "new@example.com"})
     code = await latest_code(app, "email", "new@example.com")
     resp = await client.put("/api/users/profile", headers=bearer(signed["access_token"]),
-                            json={"email": "new@example.com", "email_code": code})
-    assert resp.status == 200
+                            json={"email": "new@example.com", "email_code": code, "current_email_code": current_code})
+    assert resp.status == 200 and (await resp.json())["email"] == "new@example.com"
     alert = await app[keys.DB].outbox.find_one({"to": "old@example.com", "subject": {"$regex": "changed"}})
     assert alert is not None and "If this was not you" in alert["body"]
 

@@ -26,7 +26,7 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.http import json_response
 from core.jsonutil import iso
 from core.orderflow import ACTIVE, STATUSES, OrderFlow
-from core.tokens import Claims
+from core.tokens import Claims, decode_tracking_token, issue_tracking_token
 from geo.areas import ServiceArea, ServiceAreas
 
 logger = logging.getLogger(__name__)
@@ -280,6 +280,57 @@ async def get_order(request: web.Request, *, user: Claims) -> web.Response:
         return json_response(await assigned_view(db, order))
     # Not yours: indistinguishable from a missing order.
     raise NotFound("no such order")
+
+
+class TrackingLink(BaseModel):
+    token: str
+    url: str
+    expires_at: str
+
+
+class TrackQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    t: str = Field(min_length=1, max_length=2000, description="the token of a tracking link")
+
+
+@routes.post("/orders/{id}/tracking-link", summary="A link that follows this order without signing in",
+             roles=("customer",), response=TrackingLink, status=201,
+             responses={404: "no such order", 409: "the order is over"})
+async def create_tracking_link(request: web.Request, *, user: Claims) -> web.Response:
+    db, settings = request.config_dict[keys.DB], request.config_dict[keys.SETTINGS]
+    order = await db.orders.find_one({"_id": request.match_info["id"]}, {"customer_id": 1, "status": 1})
+    if order is None or order.get("customer_id") != user.user_id:
+        raise NotFound("no such order")
+    if order.get("status") not in ACTIVE:
+        raise Conflict("this order is over: there is nothing left to track", code="order_finished")
+    token, expires = issue_tracking_token(settings, str(order["_id"]))
+    body = {"token": token, "url": f"{settings.public_url.rstrip('/')}/track?t={token}",
+            "expires_at": jsonutil.iso(datetime.fromtimestamp(expires, UTC))}
+    return json_response(body, status=201)
+
+
+@routes.get("/track", summary="What a tracking link shows: status, timeline, partner's first name, venue",
+            query=TrackQuery, responses={401: "the link is invalid or has expired", 404: "no such order"})
+async def get_tracked_order(request: web.Request, *, query: TrackQuery) -> web.Response:
+    db, settings = request.config_dict[keys.DB], request.config_dict[keys.SETTINGS]
+    claims = decode_tracking_token(settings, query.t)
+    order = await db.orders.find_one({"_id": claims.order_id})
+    if order is None:
+        raise NotFound("no such order")
+    address = order.get("address") or {}
+    package = order.get("package") or {}
+    view: dict[str, Any] = {
+        "id": str(order["_id"]), "status": order.get("status"), "version": int(order.get("version") or 0),
+        "event_date": order.get("event_date"), "package": {"name": package.get("name")},
+        # The venue point for the map, not the street line: the link may be forwarded.
+        "address": {"city": address.get("city"), "lat": address.get("lat"), "lng": address.get("lng")},
+        "history": [{"status": h.get("status"), "at": h.get("at")} for h in order.get("history") or []
+                    if isinstance(h, Mapping)],
+    }
+    if order.get("partner_id"):
+        card = await _partner_card(db, str(order["partner_id"]))
+        view["partner"] = {"first_name": card.get("first_name")}
+    return json_response(view, headers={"Cache-Control": "no-store"})
 
 
 @routes.post("/orders/{id}/cancel", summary="Cancel an order within the cancellation policy",

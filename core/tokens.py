@@ -56,3 +56,38 @@ def decode_access_token(settings: Settings, token: str) -> Claims:
         raise Unauthorized("the access token is invalid", code="invalid_token")
     return Claims(user_id=payload["sub"], role=role, session_id=str(payload.get("sid", "")),
                   expires_at=int(payload["exp"]))
+
+
+# A tracking link lets anyone holding it follow one order's delivery without signing in. It is
+# a different token type, so it can never pass as an access token (and vice versa).
+TRACKING_TTL_S = 48 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingClaims:
+    order_id: str
+    expires_at: int
+
+
+def issue_tracking_token(settings: Settings, order_id: str, now: float | None = None,
+                         ttl_s: int = TRACKING_TTL_S) -> tuple[str, int]:
+    """A signed, expiring token for following `order_id`; returns (token, expires_at)."""
+    issued = int(now if now is not None else time.time())
+    expires = issued + ttl_s
+    payload = {"sub": order_id, "typ": "track", "aud": AUDIENCE, "iss": ISSUER, "iat": issued, "exp": expires}
+    return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM), expires
+
+
+def decode_tracking_token(settings: Settings, token: str) -> TrackingClaims:
+    try:
+        payload = jwt.decode(
+            token, settings.jwt_secret.get_secret_value(), algorithms=[ALGORITHM], audience=AUDIENCE,
+            issuer=ISSUER, options={"require": ["exp", "sub", "aud", "iss", "typ"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("this tracking link has expired", code="token_expired") from None
+    except jwt.PyJWTError:
+        raise Unauthorized("this tracking link is invalid", code="invalid_token") from None
+    if payload.get("typ") != "track" or not isinstance(payload.get("sub"), str):
+        raise Unauthorized("this tracking link is invalid", code="invalid_token")
+    return TrackingClaims(order_id=payload["sub"], expires_at=int(payload["exp"]))

@@ -20,9 +20,10 @@ from core import keys
 from core.contracts import REVOKED_SESSION_KEY
 from core.errors import AppError
 from core.settings import Settings
-from core.tokens import decode_access_token
+from core.tokens import decode_access_token, decode_tracking_token
 from dispatch import acks
 from dispatch.engine import Engine, Tuning
+from dispatch.live import GUEST
 from dispatch.ratelimit import TokenBucket
 from dispatch.rooms import IndexedRedisManager
 
@@ -164,7 +165,10 @@ class SocketServer:
     async def connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         try:
             async with self.gate:
-                conn = await self._identify(auth.get("token") if isinstance(auth, dict) else None)
+                if isinstance(auth, dict) and "tracking_token" in auth and "token" not in auth:
+                    conn = self._identify_guest(auth["tracking_token"])
+                else:
+                    conn = await self._identify(auth.get("token") if isinstance(auth, dict) else None)
         except Refused as exc:
             # The client's connect_error receives {"message": ..., "data": {"code", "message"}}.
             raise socketio.exceptions.ConnectionRefusedError(
@@ -180,6 +184,16 @@ class SocketServer:
             await self.sio.enter_room(sid, f"partner:{conn.user_id}")
         elif conn.role == "admin":
             await self.sio.enter_room(sid, "admins")
+
+    def _identify_guest(self, token: Any) -> Conn:
+        """Someone holding a tracking link: may `track` that one order, nothing else."""
+        if not isinstance(token, str) or not token:
+            raise Refused("unauthorized", "tracking_token required")
+        try:
+            claims = decode_tracking_token(self.settings, token)
+        except AppError as exc:
+            raise Refused(exc.code, exc.message) from None
+        return Conn(claims.order_id, GUEST, "", claims.expires_at)
 
     def _forget(self, sid: str) -> None:
         conn = self.conns.pop(sid, None)
@@ -317,7 +331,7 @@ class SocketServer:
         return await self.engine.offers.reply(order_id, conn.user_id, accept, via="socket")
 
     async def on_track(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
-        if conn.role not in ("customer", "admin"):
+        if conn.role not in ("customer", "admin", GUEST):
             return acks.error(acks.FORBIDDEN, "only customers track orders")
         order_id = data.get("order_id") if isinstance(data, dict) else None
         ack, first = await self.engine.live.track(conn.user_id, conn.role, order_id)

@@ -93,8 +93,9 @@ class Sock:
     async def _refused(self, data: Any) -> None:
         self.refusal = data
 
-    async def connect(self, url: str, token: str | None) -> Sock:
-        auth = {"token": token} if token is not None else None
+    async def connect(self, url: str, token: str | None, auth: dict[str, str] | None = None) -> Sock:
+        if auth is None and token is not None:
+            auth = {"token": token}
         await self.client.connect(url, auth=auth, transports=["websocket"], wait_timeout=5)
         return self
 
@@ -156,10 +157,10 @@ class Env:
         settings = self.settings if ttl_s is None else self.settings.model_copy(update={"access_token_ttl_s": ttl_s})
         return issue_access_token(settings, user_id, role, session_id)
 
-    async def sock(self, token: str | None) -> Sock:
+    async def sock(self, token: str | None, auth: dict[str, str] | None = None) -> Sock:
         sock = Sock()
         self.socks.append(sock)
-        return await sock.connect(self.url, token)
+        return await sock.connect(self.url, token, auth)
 
     async def partner(self, lat: float, lng: float, *, ts: int | None = None, **kwargs: Any) -> tuple[str, Sock]:
         """An approved partner, connected, on duty and seen at (lat, lng) with fix time `ts`."""

@@ -122,3 +122,42 @@ async def test_admins_see_a_silent_partner_turn_stale(start_env: StartEnv) -> No
     assert [(p["id"], p["status"]) for p in snapshot["partners"]] == [(pid, "idle")]
     delta = await admin.wait_for("fleet", lambda m: any(p["status"] == "stale" for p in m["partners"]), timeout=4)
     assert [p["id"] for p in delta["partners"]] == [pid]
+
+
+async def test_a_tracking_link_follows_its_one_order_and_nothing_else(start_env: StartEnv) -> None:
+    import socketio
+
+    from core.tokens import issue_tracking_token
+
+    env = await start_env()
+    lat, lng = destination(CENTER[0], CENTER[1], 90, 600)
+    t = now_ms() - 60_000
+    _, partner = await env.partner(lat, lng, ts=t)
+    _, oid = await env.order(*CENTER)
+    _, other = await env.order(*CENTER)
+    link, _ = issue_tracking_token(env.settings, oid)
+    guest = await env.sock(None, auth={"tracking_token": link})
+
+    assert (await guest.call("track", {"order_id": other}))["error"]["code"] == "not_found"
+    assert (await guest.call("location", {"lat": lat, "lng": lng, "ts": now_ms()}))["error"]["code"] == "forbidden"
+    assert (await guest.call("fleet_subscribe", {}))["error"]["code"] == "forbidden"
+    assert (await guest.call("track", {"order_id": oid}))["ok"]
+
+    offer = await partner.wait_for("offer", lambda m: m["order_id"] == oid)
+    assert (await partner.call("offer_reply", {"order_id": offer["order_id"], "accept": True}))["ok"]
+    await guest.wait_for("order_status", lambda m: m["status"] == "assigned")
+    assert (await ping(partner, lat + 0.001, lng, ts=t + 5_000))["ok"]
+    where = PartnerLocationMessage.model_validate(await guest.wait_for("partner_location"))
+    assert where.order_id == oid
+
+    # An access token is not a tracking link, and an expired link is refused.
+    expired, _ = issue_tracking_token(env.settings, oid, now=0)
+    for auth in ({"tracking_token": env.token("someone", "customer")}, {"tracking_token": expired}):
+        refused = socketio.AsyncClient(reconnection=False)
+        try:
+            await refused.connect(env.url, auth=auth, transports=["websocket"], wait_timeout=5)
+            raise AssertionError("a bad tracking link was accepted")
+        except socketio.exceptions.ConnectionError:
+            pass
+        finally:
+            await refused.disconnect()

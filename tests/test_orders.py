@@ -378,3 +378,45 @@ async def test_customers_do_not_see_internal_ids_of_who_changed_their_order(
     resp = await client.get(f"/api/orders/{order_id}", headers=bearer(token_for(owner, "customer")))
     history = (await resp.json())["history"]
     assert history and all("by" not in entry and entry["by_role"] for entry in history)
+
+
+async def test_a_tracking_link_shows_the_order_without_signing_in(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    db = db_of(client.app)
+    owner = await make_user(db)
+    partner = await make_partner(db)
+    order_id = await make_order(db, owner, status="assigned", partner_id=partner)
+    stranger = await make_user(db)
+
+    assert (await client.post(f"/api/orders/{order_id}/tracking-link",
+                              headers=bearer(token_for(stranger, "customer")))).status == 404
+    resp = await client.post(f"/api/orders/{order_id}/tracking-link", headers=bearer(token_for(owner, "customer")))
+    assert resp.status == 201
+    link = await resp.json()
+    assert link["url"].endswith(f"/track?t={link['token']}") and link["expires_at"].endswith("Z")
+
+    seen = await client.get("/api/track", params={"t": link["token"]})
+    assert seen.status == 200
+    view = await seen.json()
+    assert view["id"] == order_id and view["status"] == "assigned"
+    assert view["partner"] == {"first_name": "Ravi"}
+    assert "line1" not in view["address"] and view["address"]["city"] == "Bengaluru"
+    assert all(set(entry) == {"status", "at"} for entry in view["history"])
+    assert "customer_id" not in view and "price" not in view
+
+    # The link is not an access token, an access token is not a link, and tampering is caught.
+    assert (await client.get(f"/api/orders/{order_id}", headers=bearer(link["token"]))).status == 401
+    assert (await client.get("/api/track", params={"t": token_for(owner, "customer")})).status == 401
+    assert (await client.get("/api/track", params={"t": link["token"][:-2] + "xx"})).status == 401
+    assert (await client.get("/api/track")).status == 422
+
+
+async def test_no_tracking_link_for_a_finished_order(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    db = db_of(client.app)
+    owner = await make_user(db)
+    order_id = await make_order(db, owner, status="completed")
+    resp = await client.post(f"/api/orders/{order_id}/tracking-link", headers=bearer(token_for(owner, "customer")))
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "order_finished"

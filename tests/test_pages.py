@@ -470,3 +470,29 @@ async def test_every_page_loads_without_console_errors(site: Site, chromium: Chr
             await b.page.locator(ready).first.wait_for()
         assert await b.page.locator("#ops .op").count() > 10
         b.assert_no_errors()
+
+
+async def test_a_shared_tracking_link_follows_the_order_without_signing_in(site: Site, chromium: Chromium) -> None:
+    from core.tokens import issue_access_token
+
+    package = await site.add_package("Lantern Garden Party", category="Festival")
+    customer_id = uuid.uuid4().hex
+    await site.db.users.insert_one({"_id": customer_id, "role": "customer", "email": "guest-host@example.com",
+                                    "name": "Nila Host", "addresses": [], "created_at": "2026-01-01T00:00:00.000Z",
+                                    "deleted": 0})
+    customer = issue_access_token(site.settings, customer_id, "customer", "s-track")
+    order = await place_order(site, customer, package["id"])
+    link = await site.call("POST", f"/api/orders/{order['id']}/tracking-link", token=customer)
+    partner_id = await add_partner(site, "Kavya Menon", "kavya@example.com")
+
+    async with browse(chromium) as b:  # a fresh browser: nobody is signed in
+        await b.page.goto(site.url + "/track?t=" + link["token"])
+        await b.page.get_by_role("heading", name="Lantern Garden Party").wait_for()
+        assert await b.page.locator("#tracking").is_hidden()  # nothing to show before assignment
+        await site.call("PUT", f"/api/admin/orders/{order['id']}/assign",
+                        json={"partner_id": partner_id, "reason": "test"})
+        # The status push arrives over the guest socket and the page re-reads the order.
+        await b.page.get_by_text("with Kavya").wait_for()
+        await b.page.locator("#tracking").wait_for(state="visible")
+        assert "Sign in" not in await b.page.locator("#main").inner_text()
+        b.assert_no_errors()

@@ -368,9 +368,31 @@ function renderOrder(order) {
         h.reason ? el('span', { class: 'muted', text: ` (${h.reason})` }) : null))),
     TRACKABLE.has(order.status)
       ? el('p', {}, el('a', { href: `/track?order=${encodeURIComponent(order.id)}`, text: 'Open the tracking page' })) : null,
+    shareBlock(order),
     cancelBlock(order),
     reviewBlock(order));
   tracker.follow(order);
+}
+
+const SHAREABLE = new Set(['placed', 'offered', 'assigned', 'en_route', 'arrived', 'setup_complete']);
+
+/** A link anyone can open to follow the delivery without signing in (it expires). */
+function shareBlock(order) {
+  if (!SHAREABLE.has(order.status)) return null;
+  const status = el('p', { class: 'status', role: 'status', hidden: true });
+  const field = el('input', { id: 'share-url', readonly: '', hidden: true, 'aria-label': 'Tracking link' });
+  return el('div', { class: 'stack' },
+    el('button', { type: 'button', class: 'secondary', text: 'Share a tracking link', on: { click: (e) => busy(e.currentTarget, status, async () => {
+      const link = await post(`/api/orders/${encodeURIComponent(order.id)}/tracking-link`);
+      field.value = link.url;
+      field.hidden = false;
+      field.select();
+      let copied = false;
+      try { await navigator.clipboard?.writeText(link.url); copied = Boolean(navigator.clipboard); } catch { copied = false; }
+      status.hidden = false;
+      status.textContent = `${copied ? 'Copied. ' : ''}Anyone with this link can follow the delivery until ${dateTime(link.expires_at)}.`;
+    }) } }),
+    field, status);
 }
 
 function cancelBlock(order) {

@@ -5,7 +5,8 @@ import { io } from '/vendor/socket.io/socket.io.esm.min.js';
 import { accessToken, refresh } from './api.js';
 
 /**
- * opts: { onConnect(socket, first), onResync(reason), onDown(reason), onRefused(error) }
+ * opts: { onConnect(socket, first), onResync(reason), onDown(reason), onRefused(error),
+ *         auth (optional: e.g. { tracking_token } instead of the signed-in user's access token) }
  * Returns { socket, emit(event, data, timeoutMs) -> Promise<ack>, seen(key, version), close() }.
  */
 export function connectSocket(opts = {}) {
@@ -13,7 +14,7 @@ export function connectSocket(opts = {}) {
     path: '/socket.io',
     // Websocket only: works behind nginx without sticky sessions.
     transports: ['websocket'],
-    auth: (cb) => cb({ token: accessToken() }),
+    auth: (cb) => cb(opts.auth ?? { token: accessToken() }),
     reconnectionDelay: 1000,
     reconnectionDelayMax: 10_000,
   });

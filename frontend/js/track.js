@@ -1,18 +1,22 @@
-// Read-only tracking of one order (/track?order=ID) for its signed-in customer.
+// Read-only tracking of one order: /track?order=ID for its signed-in customer, or
+// /track?t=TOKEN for anyone holding a tracking link (no sign-in; the link expires).
 import { get } from './api.js';
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
 import { OrderTracker } from './tracking.js';
 import { el, mount, $, loading, errorBox, statusBadge, statusLabel, dateTime } from './ui.js';
 
-const orderId = new URLSearchParams(location.search).get('order') ?? new URLSearchParams(location.hash.slice(1)).get('order');
+const params = new URLSearchParams(location.search);
+const linkToken = params.get('t');
+let orderId = params.get('order') ?? new URLSearchParams(location.hash.slice(1)).get('order');
 const tracker = new OrderTracker({ section: $('#tracking'), map: $('#track-map'), eta: $('#eta'), freshness: $('#freshness') }, null);
 
 async function load() {
   const box = $('#summary');
   mount(box, loading('Loading your order…'));
   try {
-    const order = await get(`/api/orders/${encodeURIComponent(orderId)}`);
+    const order = linkToken ? await get('/api/track', { t: linkToken }) : await get(`/api/orders/${encodeURIComponent(orderId)}`);
+    orderId = order.id;
     mount(box,
       el('div', { class: 'spread' }, el('h1', { text: order.package?.name ?? 'Your order' }), statusBadge(order.status)),
       el('p', { class: 'muted', text: `${order.event_date} · ${order.address?.city ?? ''}${order.partner?.first_name ? ` · with ${order.partner.first_name}` : ''}` }),
@@ -24,10 +28,8 @@ async function load() {
   }
 }
 
-function signedIn(user) {
-  $('#signin-area').hidden = true;
-  renderAccount($('#account'), user, () => location.reload());
-  const conn = connectSocket({ onResync: () => { tracker.subscribed = false; load(); } });
+function follow(auth) {
+  const conn = connectSocket({ auth, onResync: () => { tracker.subscribed = false; load(); } });
   tracker.conn = conn;
   conn.socket.on('partner_location', (msg) => tracker.onLocation(msg));
   conn.socket.on('order_status', (msg) => {
@@ -36,7 +38,17 @@ function signedIn(user) {
   load();
 }
 
+function signedIn(user) {
+  $('#signin-area').hidden = true;
+  renderAccount($('#account'), user, () => location.reload());
+  follow();
+}
+
 async function start() {
+  if (linkToken) {
+    follow({ tracking_token: linkToken });
+    return;
+  }
   if (!orderId) {
     mount($('#summary'), el('p', { text: 'Open this page from an order: /track?order=ORDER_ID.' }));
     return;

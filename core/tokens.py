@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import jwt
 
@@ -40,19 +40,28 @@ def issue_access_token(settings: Settings, user_id: str, role: Role, session_id:
     return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM)
 
 
-def decode_access_token(settings: Settings, token: str) -> Claims:
-    """Verify signature, algorithm, exp, aud, iss and type; raise Unauthorized otherwise."""
+def _verified(settings: Settings, token: str, typ: str, what: str) -> dict[str, Any]:
+    """The payload of a token of type `typ`: signature, pinned algorithm, exp, aud, iss, typ and
+    a string subject all checked; Unauthorized (token_expired / invalid_token) otherwise."""
     try:
-        payload = jwt.decode(
+        payload: dict[str, Any] = jwt.decode(
             token, settings.jwt_secret.get_secret_value(), algorithms=[ALGORITHM], audience=AUDIENCE,
             issuer=ISSUER, options={"require": ["exp", "sub", "aud", "iss", "typ"]},
         )
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("the access token has expired", code="token_expired") from None
+        raise Unauthorized(f"the {what} has expired", code="token_expired") from None
     except jwt.PyJWTError:
-        raise Unauthorized("the access token is invalid", code="invalid_token") from None
+        raise Unauthorized(f"the {what} is invalid", code="invalid_token") from None
+    if payload.get("typ") != typ or not isinstance(payload.get("sub"), str):
+        raise Unauthorized(f"the {what} is invalid", code="invalid_token")
+    return payload
+
+
+def decode_access_token(settings: Settings, token: str) -> Claims:
+    """Verify an access token; raise Unauthorized otherwise."""
+    payload = _verified(settings, token, "access", "access token")
     role = payload.get("role")
-    if payload.get("typ") != "access" or role not in ROLES or not isinstance(payload.get("sub"), str):
+    if role not in ROLES:
         raise Unauthorized("the access token is invalid", code="invalid_token")
     return Claims(user_id=payload["sub"], role=role, session_id=str(payload.get("sid", "")),
                   expires_at=int(payload["exp"]))
@@ -79,15 +88,5 @@ def issue_tracking_token(settings: Settings, order_id: str, now: float | None = 
 
 
 def decode_tracking_token(settings: Settings, token: str) -> TrackingClaims:
-    try:
-        payload = jwt.decode(
-            token, settings.jwt_secret.get_secret_value(), algorithms=[ALGORITHM], audience=AUDIENCE,
-            issuer=ISSUER, options={"require": ["exp", "sub", "aud", "iss", "typ"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("this tracking link has expired", code="token_expired") from None
-    except jwt.PyJWTError:
-        raise Unauthorized("this tracking link is invalid", code="invalid_token") from None
-    if payload.get("typ") != "track" or not isinstance(payload.get("sub"), str):
-        raise Unauthorized("this tracking link is invalid", code="invalid_token")
+    payload = _verified(settings, token, "track", "tracking link")
     return TrackingClaims(order_id=payload["sub"], expires_at=int(payload["exp"]))

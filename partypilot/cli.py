@@ -66,11 +66,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     services = None
     simulation: subprocess.Popen[bytes] | None = None
     overrides: dict[str, Any] = {}
-    external = bool(os.environ.get(env_name("mongodb_uri"))) and bool(os.environ.get(env_name("redis_url")))
-    if not external:
-        services = localservices.start(settings.data_dir, DEV_REDIS_PORT, DEV_MONGO_PORT)
-        overrides = {"mongodb_uri": services.mongodb_uri, "redis_url": services.redis_url}
-        logger.info("local services: redis on %s, nx-27017 on %s", DEV_REDIS_PORT, DEV_MONGO_PORT)
+    # Start locally only what is not configured (environment or .env): a configured MONGODB_URI or
+    # REDIS_URL is used as given.
+    missing = frozenset(name for name, field in (("mongo", "mongodb_uri"), ("redis", "redis_url"))
+                        if getattr(settings, field) == Settings.model_fields[field].default)
+    if missing:
+        services = localservices.start(settings.data_dir, DEV_REDIS_PORT, DEV_MONGO_PORT, only=missing)
+        if "mongo" in missing:
+            overrides["mongodb_uri"] = services.mongodb_uri
+        if "redis" in missing:
+            overrides["redis_url"] = services.redis_url
+        logger.info("local services started: %s", ", ".join(sorted(missing)))
     # SIGTERM behaves like Ctrl-C so the finally below always stops what we started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -148,23 +148,28 @@ def start_mongo(root: Path, port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def start(root: Path, redis_port: int, mongo_port: int, persist: bool = True) -> LocalServices:
-    """Start both services (refusing ports already taken) and record their pids under root/run."""
+def start(root: Path, redis_port: int, mongo_port: int, persist: bool = True,
+          only: frozenset[str] = frozenset({"redis", "mongo"})) -> LocalServices:
+    """Start the services named in `only` (refusing ports already taken) and record their pids
+    under root/run."""
     root = root.resolve()
-    for name, port in (("redis", redis_port), ("mongo", mongo_port)):
-        if _port_open(port):
-            raise ServiceError(f"port {port} for {name} is already in use; is another `make run` active? "
+    ports = {"redis": redis_port, "mongo": mongo_port}
+    for name in sorted(only):
+        if _port_open(ports[name]):
+            raise ServiceError(f"port {ports[name]} for {name} is already in use; is another `make run` active? "
                                f"Try: python -m partypilot services stop")
     services = LocalServices(root=root, redis_port=redis_port, mongo_port=mongo_port)
     run = root / "run"
     run.mkdir(parents=True, exist_ok=True)
     try:
-        redis = start_redis(root, redis_port, persist=persist)
-        services.pids["redis"] = redis.pid
-        (run / "redis.pid").write_text(f"{redis.pid} {redis_port}\n")
-        mongo = start_mongo(root, mongo_port)
-        services.pids["mongo"] = mongo.pid
-        (run / "mongo.pid").write_text(f"{mongo.pid} {mongo_port}\n")
+        if "redis" in only:
+            redis = start_redis(root, redis_port, persist=persist)
+            services.pids["redis"] = redis.pid
+            (run / "redis.pid").write_text(f"{redis.pid} {redis_port}\n")
+        if "mongo" in only:
+            mongo = start_mongo(root, mongo_port)
+            services.pids["mongo"] = mongo.pid
+            (run / "mongo.pid").write_text(f"{mongo.pid} {mongo_port}\n")
     except BaseException:
         stop(services)
         raise

@@ -137,7 +137,7 @@ class Stack:
                 old.unlink()
         try:
             stack.services = localservices.start(stack.root / "services", localservices.free_port(),
-                                                 localservices.free_port(), persist=False)
+                                                 localservices.free_port(), persist=False, tied=True)
         except BaseException:
             stack.close()
             raise

@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     missing = frozenset(name for name, field in (("mongo", "mongodb_uri"), ("redis", "redis_url"))
                         if getattr(settings, field) == Settings.model_fields[field].default)
     if missing:
-        services = localservices.start(settings.data_dir, DEV_REDIS_PORT, DEV_MONGO_PORT, only=missing)
+        services = localservices.start(settings.data_dir, DEV_REDIS_PORT, DEV_MONGO_PORT, only=missing, tied=True)
         if "mongo" in missing:
             overrides["mongodb_uri"] = services.mongodb_uri
         if "redis" in missing:

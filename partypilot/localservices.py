@@ -7,6 +7,7 @@ still runs the program we started (a pid can be reused after a crash).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,7 +120,21 @@ def _wait(check: object, port: int, name: str, proc: subprocess.Popen[bytes], lo
     raise ServiceError(f"{name} did not answer on port {port} within {timeout:.0f} s; see {log}")
 
 
-def start_redis(root: Path, port: int, persist: bool = True) -> subprocess.Popen[bytes]:
+def _die_with_parent() -> Callable[[], None]:
+    """A preexec_fn after which the child gets SIGTERM when the process that started it dies,
+    even by SIGKILL (Linux PR_SET_PDEATHSIG), so a killed test run leaves no server behind.
+
+    The library is loaded here, in the parent: between fork and exec the child may only call
+    what is ready (another thread may have held the import lock at fork time)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_death_signal() -> None:
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+    return set_death_signal
+
+
+def start_redis(root: Path, port: int, persist: bool = True, tied: bool = False) -> subprocess.Popen[bytes]:
     binary = ensure_redis_server()
     data = root / "redis"
     data.mkdir(parents=True, exist_ok=True)
@@ -128,12 +144,13 @@ def start_redis(root: Path, port: int, persist: bool = True) -> subprocess.Popen
             "--protected-mode", "yes", "--save", "", "--logfile", str(log)]
     args += ["--appendonly", "yes" if persist else "no"]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_die_with_parent() if tied else None)
     _wait(_redis_ping, port, "redis-server", proc, log)
     return proc
 
 
-def start_mongo(root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_mongo(root: Path, port: int, tied: bool = False) -> subprocess.Popen[bytes]:
     data = root / "mongo"
     data.mkdir(parents=True, exist_ok=True)
     log = root / "logs" / "mongo.log"
@@ -143,15 +160,15 @@ def start_mongo(root: Path, port: int) -> subprocess.Popen[bytes]:
     (root / "run").mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent() if tied else None)
     _wait(_mongo_ping, port, "nx-27017", proc, log)
     return proc
 
 
 def start(root: Path, redis_port: int, mongo_port: int, persist: bool = True,
-          only: frozenset[str] = frozenset({"redis", "mongo"})) -> LocalServices:
+          only: frozenset[str] = frozenset({"redis", "mongo"}), tied: bool = False) -> LocalServices:
     """Start the services named in `only` (refusing ports already taken) and record their pids
-    under root/run."""
+    under root/run. `tied` services also end when this process dies (tests, make run)."""
     root = root.resolve()
     ports = {"redis": redis_port, "mongo": mongo_port}
     for name in sorted(only):
@@ -163,11 +180,11 @@ def start(root: Path, redis_port: int, mongo_port: int, persist: bool = True,
     run.mkdir(parents=True, exist_ok=True)
     try:
         if "redis" in only:
-            redis = start_redis(root, redis_port, persist=persist)
+            redis = start_redis(root, redis_port, persist=persist, tied=tied)
             services.pids["redis"] = redis.pid
             (run / "redis.pid").write_text(f"{redis.pid} {redis_port}\n")
         if "mongo" in only:
-            mongo = start_mongo(root, mongo_port)
+            mongo = start_mongo(root, mongo_port, tied=tied)
             services.pids["mongo"] = mongo.pid
             (run / "mongo.pid").write_text(f"{mongo.pid} {mongo_port}\n")
     except BaseException:

@@ -33,7 +33,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localservices
         yield external
         return
     root = tmp_path_factory.mktemp("services")
-    started = localservices.start(root, localservices.free_port(), localservices.free_port(), persist=False)
+    started = localservices.start(root, localservices.free_port(), localservices.free_port(), persist=False,
+                                  tied=True)
     try:
         yield started
     finally:

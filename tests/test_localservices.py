@@ -78,3 +78,28 @@ def test_services_refuse_a_port_already_in_use(tmp_path: Path) -> None:
         taken = sock.getsockname()[1]
         with pytest.raises(localservices.ServiceError, match="already in use"):
             localservices.start(tmp_path, taken, localservices.free_port())
+
+
+def test_services_tied_to_a_killed_process_stop_with_it(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from partypilot import localservices\n"
+        "s = localservices.start(Path(sys.argv[1]), localservices.free_port(), localservices.free_port(),"
+        " persist=False, tied=True)\n"
+        "print(s.pids['redis'], s.pids['mongo'], flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    pids = [int(p) for p in owner.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    owner.send_signal(signal.SIGKILL)  # no cleanup runs in the owner
+    owner.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)

@@ -119,6 +119,7 @@ class Engine:
     async def stop(self) -> None:
         """Persist what is buffered (the loops are cancelled by the task owner)."""
         await self.ingest.persist_now(limit=100_000)
+        self.matcher.travel.close()
 
     async def resync(self) -> None:
         """Re-read the truth: fleet index after data loss, who is on which job."""

@@ -22,6 +22,10 @@ class TravelTimes(Protocol):
         """Seconds from each origin to `destination`, in order."""
         ...
 
+    def close(self) -> None:
+        """Release connections (at shutdown)."""
+        ...
+
 
 class LocalTravelTimes:
     """Haversine distance, a detour factor and a speed per vehicle type: works offline."""
@@ -30,6 +34,9 @@ class LocalTravelTimes:
                    vehicle_types: Sequence[str | None]) -> list[int]:
         return [eta_between(o[0], o[1], destination[0], destination[1], v)
                 for o, v in zip(origins, vehicle_types, strict=True)]
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class GoogleTravelTimes:
@@ -62,6 +69,10 @@ class GoogleTravelTimes:
             if element.get("status") == "OK" and "duration" in element:
                 out[i] = int(element["duration"]["value"])
         return out
+
+    def close(self) -> None:
+        """Close the SDK's HTTP session (its keep-alive connections)."""
+        self.client.session.close()
 
 
 def travel_times(google_api_key: str | None, base_url: str | None = None) -> TravelTimes:

@@ -141,8 +141,11 @@ class Offers:
         fence = int(lease[len(prefix):]) if lease and lease.startswith(prefix) else await self._open_fence(
             order_id, partner_id)
         if fence is None:
-            await self.audit.record(order_id, "reply", {"partner_id": partner_id, "accept": accept, "via": via,
-                                                        "outcome": "closed"})
+            # A late reply is worth auditing; a reply naming no real order would only let a
+            # partner write audit records at will.
+            if await self.orders.count_documents({"_id": order_id}, limit=1):
+                await self.audit.record(order_id, "reply", {"partner_id": partner_id, "accept": accept,
+                                                            "via": via, "outcome": "closed"})
             return acks.error(acks.OFFER_CLOSED, "this offer is no longer open")
         await self.audit.record(order_id, "reply", {"partner_id": partner_id, "accept": accept, "via": via,
                                                     "fence": fence})

@@ -205,3 +205,11 @@ async def test_going_off_duty_while_holding_an_offer_declines_it_at_once(start_e
     assert doc["offer_partner_ids"] == [second]
     reply = await env.audited(oid, "reply")
     assert reply["data"]["via"] == "off_duty" and reply["data"]["partner_id"] == first
+
+
+async def test_replies_naming_no_real_order_leave_no_audit_records(start_env: StartEnv) -> None:
+    env = await start_env()
+    _, sock = await env.partner(*near(300))
+    ack = await sock.call("offer_reply", {"order_id": "no-such-order", "accept": True})
+    assert ack["error"]["code"] == "offer_closed"
+    assert await env.db.dispatch_audit.count_documents({"order_id": "no-such-order"}) == 0

@@ -90,7 +90,7 @@ async def my_jobs(request: web.Request, *, query: OrderListQuery, user: Claims) 
 async def open_offers(request: web.Request, *, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     rate_bp = request.config_dict[keys.SETTINGS].commission_rate_bp
-    where = {"status": "offered", "offer_partner_ids": user.user_id, "offer_expires_ms": {"$gt": now_ms()}}
+    where = {"status": "offered", "offer_partner_ids": {"$in": [user.user_id]}, "offer_expires_ms": {"$gt": now_ms()}}
     docs = await db.orders.find(where).sort("offer_expires_ms", 1).limit(50).to_list(None)
     items = [offer_view(doc, rate_bp) for doc in docs]
     return json_response({"items": items, "total": len(items), "page": 1, "limit": 50})
@@ -116,7 +116,7 @@ async def decline_offer(request: web.Request, *, user: Claims) -> web.Response:
     # Orders are created with declined_partner_ids = [] (the embedded server's $addToSet needs
     # an existing array). The precondition makes a decline of someone else's offer a no-op.
     after = await db.orders.find_one_and_update(
-        {"_id": order_id, "status": "offered", "offer_partner_ids": user.user_id},
+        {"_id": order_id, "status": "offered", "offer_partner_ids": {"$in": [user.user_id]}},
         {"$addToSet": {"declined_partner_ids": user.user_id}, "$set": {"updated_at": iso()}},
     )
     if after is None:

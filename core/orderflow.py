@@ -125,7 +125,8 @@ class OrderFlow:
     async def accept_offer(self, order_id: str, partner_id: str, *, fence: int | None = None) -> dict[str, Any]:
         """The partner takes the order: only while the offer is theirs, unexpired and (when given)
         still carries the same fencing number. Exactly one of any number of racing accepts wins."""
-        expect: dict[str, Any] = {"offer_partner_ids": partner_id, "offer_expires_ms": {"$gt": now_ms()}}
+        # `$in`, not equality: the embedded wire server matches nothing by equality on an indexed array.
+        expect: dict[str, Any] = {"offer_partner_ids": {"$in": [partner_id]}, "offer_expires_ms": {"$gt": now_ms()}}
         if fence is not None:
             expect["offer_fence"] = fence
         return await self.transition(

@@ -164,7 +164,7 @@ class Offers:
         """The fence of an offer still open to the partner in MongoDB, when its Redis lease is gone
         (Redis lost its data): the truth decides, as it does for the REST reply."""
         order = await self.orders.find_one(
-            {"_id": order_id, "status": "offered", "offer_partner_ids": partner_id,
+            {"_id": order_id, "status": "offered", "offer_partner_ids": {"$in": [partner_id]},
              "offer_expires_ms": {"$gt": now_ms()}}, {"offer_fence": 1})
         return None if order is None else int(order.get("offer_fence") or 0)
 

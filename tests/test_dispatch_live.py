@@ -134,7 +134,8 @@ async def test_a_tracking_link_follows_its_one_order_and_nothing_else(start_env:
     t = now_ms() - 60_000
     _, partner = await env.partner(lat, lng, ts=t)
     _, oid = await env.order(*CENTER)
-    _, other = await env.order(*CENTER)
+    # Someone else's order, far beyond any dispatch radius: it never competes for our partner.
+    _, other = await env.order(*destination(CENTER[0], CENTER[1], 0, 60_000))
     link, _ = issue_tracking_token(env.settings, oid)
     guest = await env.sock(None, auth={"tracking_token": link})
 

@@ -11,12 +11,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from api import admin, auth, customer, health, notifications, orders, packages, partner, users
 from api.openapi import add_openapi_routes
 from api.routing import Route, RouteTable
-from core import keys
+from core import __version__, keys
 from core.settings import Settings
 
 __all__ = ["all_routes", "contexts", "create_api"]
-
-VERSION = "0.1.0"
 
 # Modules with routes. A module may also define `async def ensure_indexes(db)` (run at start-up,
 # idempotent), `CONTEXTS`: cleanup contexts that install per-process state, and `WORKERS`:
@@ -38,7 +36,7 @@ def create_api(settings: Settings) -> web.Application:
     routes = all_routes()
     for route in routes:
         api.router.add_route(route.method, route.path, route.handler, name=route.handler.__name__)
-    add_openapi_routes(api, routes, VERSION)
+    add_openapi_routes(api, routes, __version__)
     return api
 
 

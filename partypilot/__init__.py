@@ -1,3 +1,5 @@
 """PartyPilot's composition root: settings from the environment, app assembly, CLI, local services."""
 
-__version__ = "0.1.0"
+from core import __version__
+
+__all__ = ["__version__"]

@@ -44,6 +44,8 @@ STATE_PREFIX = PARTNER_STATE.split("{", 1)[0]
 # (a rebuild from MongoDB, whose copy lags), a fix never replaces one seen later.
 _WRITE_POSITIONS = """
 local batch = cjson.decode(ARGV[1])
+local t = redis.call('TIME')
+local changed_at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for _, p in ipairs(batch) do
   local id = p[1]
   local key = ARGV[2] .. id
@@ -55,10 +57,58 @@ for _, p in ipairs(batch) do
       if p[5 + i] ~= '' then redis.call('HSET', key, field, p[5 + i]) else redis.call('HDEL', key, field) end
     end
     redis.call('ZADD', KEYS[2], p[5], id)
-    redis.call('ZADD', KEYS[3], p[5], id)
+    redis.call('ZADD', KEYS[3], changed_at, id)
   end
 end
 return #batch
+"""
+
+# FLEET_CHANGED is scored by Redis's own clock, read inside the script that writes the change.
+# Scripts run one at a time, so once Redis's clock reads T every change scored below T is
+# already written: a fleet tick can read up to T - 1 ms and never skip a change still on its
+# way (a score stamped by the app before its write lands could be skipped).
+_MARK_CHANGED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, id in ipairs(ARGV) do redis.call('ZADD', KEYS[1], now, id) end
+return now
+"""
+
+# The changes a fleet tick shows: partners changed in (after, upto] by Redis's clock, and those
+# whose last ping crossed the staleness limit in that window. Returns [upto, ids...].
+_CHANGES = """
+local t = redis.call('TIME')
+local upto = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1
+local after = tonumber(ARGV[1])
+local stale = tonumber(ARGV[2])
+local out = {upto}
+local seen = {}
+local function add(ids)
+  for _, id in ipairs(ids) do
+    if not seen[id] then seen[id] = true; out[#out + 1] = id end
+  end
+end
+if upto > after then
+  add(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. after, upto))
+  add(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. (after - stale), upto - stale))
+end
+return out
+"""
+
+# Many partners' state hashes in one command (a pipeline of thousands of HMGETs costs the client
+# far more CPU than this costs Redis). ARGV: key prefix, field count, fields..., ids...; the
+# reply is the fields of each id in order, missing ones as nil.
+_READ_STATES = """
+local prefix = ARGV[1]
+local nfields = tonumber(ARGV[2])
+local fields = {}
+for i = 1, nfields do fields[i] = ARGV[2 + i] end
+local out = {}
+for i = 3 + nfields, #ARGV do
+  local values = redis.call('HMGET', prefix .. ARGV[i], unpack(fields))
+  for j = 1, nfields do out[#out + 1] = values[j] end
+end
+return out
 """
 
 
@@ -125,6 +175,9 @@ class FleetIndex:
         self.orders = db.orders
         self.stale_ms = stale_ms
         self._write_positions = redis.register_script(_WRITE_POSITIONS)
+        self._mark_changed = redis.register_script(_MARK_CHANGED)
+        self._changes = redis.register_script(_CHANGES)
+        self._read_states = redis.register_script(_READ_STATES)
 
     async def write_positions(self, latest: dict[str, tuple[LocationPoint, int]], *, only_newer: bool = False,
                               ) -> None:
@@ -148,7 +201,7 @@ class FleetIndex:
         else:
             pipe.srem(FLEET_ONLINE, partner_id)
             pipe.hset(state_key(partner_id), mapping={"online": 0})
-        pipe.zadd(FLEET_CHANGED, {partner_id: now})
+        await self._mark_changed(keys=[FLEET_CHANGED], args=[partner_id], client=pipe)
         await pipe.execute()
         await self.positions.update_one({"_id": partner_id}, {"$set": {"online": 1 if online else 0}}, upsert=True)
 
@@ -163,14 +216,13 @@ class FleetIndex:
             pipe.hdel(state_key(partner_id), "order_id")
             pipe.srem(FLEET_BUSY, partner_id)
             pipe.hset(state_key(partner_id), mapping={"idle_since": now})
-        pipe.zadd(FLEET_CHANGED, {partner_id: now})
+        await self._mark_changed(keys=[FLEET_CHANGED], args=[partner_id], client=pipe)
         await pipe.execute()
 
     async def touch(self, partner_ids: Sequence[str]) -> None:
         """Mark partners changed (an offer made or withdrawn) so the next fleet tick shows it."""
         if partner_ids:
-            now = now_ms()
-            await self.redis.zadd(FLEET_CHANGED, dict.fromkeys(partner_ids, now))
+            await self._mark_changed(keys=[FLEET_CHANGED], args=list(partner_ids))
 
     async def clear_job_if(self, partner_id: str, order_id: str) -> None:
         state = (await self.states([partner_id]))[0]
@@ -180,11 +232,9 @@ class FleetIndex:
     async def states(self, partner_ids: Sequence[str]) -> list[PartnerState]:
         if not partner_ids:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for pid in partner_ids:
-            pipe.hmget(state_key(pid), list(STATE_FIELDS))
-        rows = await pipe.execute()
-        return [parse_state(pid, row) for pid, row in zip(partner_ids, rows, strict=True)]
+        n = len(STATE_FIELDS)
+        flat = await self._read_states(args=[STATE_PREFIX, n, *STATE_FIELDS, *partner_ids])
+        return [parse_state(pid, flat[i * n:(i + 1) * n]) for i, pid in enumerate(partner_ids)]
 
     async def offers_held(self, partner_ids: Sequence[str]) -> list[bool]:
         if not partner_ids:
@@ -205,13 +255,11 @@ class FleetIndex:
     async def all_ids(self) -> list[str]:
         return [str(pid) for pid in await self.redis.zrange(FLEET_GEO, 0, -1)]
 
-    async def changed_between(self, after_ms: int, upto_ms: int) -> list[str]:
-        return [str(p) for p in await self.redis.zrangebyscore(FLEET_CHANGED, f"({after_ms}", upto_ms)]
-
-    async def went_stale_between(self, after_ms: int, upto_ms: int) -> list[str]:
-        """Partners whose last ping crossed the staleness limit in the window (after, upto]."""
-        return [str(p) for p in await self.redis.zrangebyscore(
-            FLEET_SEEN, f"({after_ms - self.stale_ms}", upto_ms - self.stale_ms)]
+    async def changes_since(self, after_ms: int) -> tuple[int, list[str]]:
+        """(upto, ids): partners changed in (after_ms, upto], upto being Redis's clock now - 1 ms,
+        plus those whose last ping crossed the staleness limit in that window."""
+        reply = await self._changes(keys=[FLEET_CHANGED, FLEET_SEEN], args=[after_ms, self.stale_ms])
+        return int(reply[0]), [str(p) for p in reply[1:]]
 
     async def trim_changed(self) -> None:
         await self.redis.zremrangebyscore(FLEET_CHANGED, "-inf", now_ms() - CHANGED_KEEP_MS)

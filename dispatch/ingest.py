@@ -41,11 +41,12 @@ FLUSH_INTERVAL_S = 0.02
 PERSIST_INTERVAL_S = 1.0
 # MongoDB is only the recovery copy of positions: write at most this many per second (oldest
 # first; newer fixes replace queued ones), so 5,000 partners pinging every second cost
-# MongoDB 500 upserts a second, not 5,000.
-PERSIST_BATCH_MAX = 500
+# MongoDB 250 upserts a second, not 5,000, and each partner's copy is at most ~20 s old: fresher
+# than the 30 s ping interval that replaces it after a recovery anyway.
+PERSIST_BATCH_MAX = 250
 TRACK_BATCH_MAX = 1_000
 TRACK_BUFFER_MAX = 20_000          # history is best effort: beyond this, the oldest are dropped
-TRACK_SAMPLE_MS = 15_000            # history keeps at most one fix per partner per 15 s
+TRACK_SAMPLE_MS = 20_000            # history keeps at most one fix per partner per 20 s (every 30 s ping)
 TRACK_KEEP_MS = 24 * 3600 * 1000    # and only for a day
 # The last-accepted cache is refreshed from Redis after this long without a ping, so a partner
 # who moved to another process (or pinged over REST elsewhere) is validated against the truth.
@@ -137,7 +138,9 @@ class Ingest:
         # One partner's pings are validated and stored one call at a time, so two racing fixes
         # cannot both pass. The lock is held through the store: when it fails, the phone is
         # told to retry, so the fixes must not count as accepted (a retry would be `stale_ts`).
-        lock = self._locks.setdefault(partner_id, asyncio.Lock())
+        lock = self._locks.get(partner_id)
+        if lock is None:
+            lock = self._locks[partner_id] = asyncio.Lock()
         async with lock:
             last = await self._last_for(partner_id)
             now = now_ms()

@@ -24,10 +24,6 @@ from geo.eta import eta_between
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_LIMIT = 20_000
-# A change is stamped before it lands in Redis (a ping waits up to one ingest micro-batch, a few
-# ms under load); a tick reading up to "now" would skip it for good. Ticks read up to this long
-# ago instead, so every change is in exactly one tick's window.
-TICK_LAG_MS = 250
 # A tracking-link holder: no account, may only `track` the order its link names.
 GUEST = "guest"
 BOX_MARGIN = 1.01
@@ -65,7 +61,7 @@ class Live:
         self.emitter = emitter
         self.jobs: dict[str, Job] = {}
         self.subs: dict[str, FleetSub] = {}
-        self._last_tick = now_ms() - TICK_LAG_MS
+        self._last_tick = now_ms()
 
     # --- orders ---------------------------------------------------------------------------------
 
@@ -186,33 +182,39 @@ class Live:
                 "status": state.status(now, self.fleet.stale_ms, offered), "last_seen": state.seen}
 
     async def tick(self) -> list[tuple[str, dict[str, Any]]]:
-        """Deltas since the last tick, one message per subscribed admin that has changes."""
-        now = now_ms()
-        since, upto = self._last_tick, now - TICK_LAG_MS
+        """Deltas since the last tick, one message per subscribed admin that has changes.
+
+        The window ends at Redis's clock (see FleetIndex.changes_since), so a change is in exactly
+        one tick's window and reaches the map on the next tick, with no safety lag."""
         if not self.subs:
+            upto, _ = await self.fleet.changes_since(now_ms())  # nothing to send: only move on
             self._last_tick = upto
             return []
-        changed = set(await self.fleet.changed_between(since, upto))
-        changed.update(await self.fleet.went_stale_between(since, upto))
+        upto, changed = await self.fleet.changes_since(self._last_tick)
         ids = sorted(changed)
         states = await self.fleet.states(ids)
         held = await self.fleet.offers_held(ids)
         # Only now is the window consumed: a tick that failed on a Redis blip is retried whole.
         self._last_tick = upto
+        now = now_ms()
         entries = [(s, self._entry(s, o, now)) for s, o in zip(states, held, strict=True)
                    if s.lat is not None and s.lng is not None]
+        whole = [entry for _, entry in entries]  # one list shared by every whole-fleet subscriber
         out: list[tuple[str, dict[str, Any]]] = []
         for sid, sub in list(self.subs.items()):
             partners: list[dict[str, Any]] = []
             removed: list[str] = []
-            for state, entry in entries:
-                inside = sub.bbox is None or in_bbox(entry["lat"], entry["lng"], sub.bbox)
-                if inside:
-                    partners.append(entry)
-                    sub.known.add(state.id)
-                elif state.id in sub.known:
-                    removed.append(state.id)
-                    sub.known.discard(state.id)
+            if sub.bbox is None:
+                partners = whole
+                sub.known.update(state.id for state, _ in entries)
+            else:
+                for state, entry in entries:
+                    if in_bbox(entry["lat"], entry["lng"], sub.bbox):
+                        partners.append(entry)
+                        sub.known.add(state.id)
+                    elif state.id in sub.known:
+                        removed.append(state.id)
+                        sub.known.discard(state.id)
             if partners or removed:
                 sub.version += 1
                 out.append((sid, {"type": "delta", "partners": partners, "removed": removed,

@@ -16,7 +16,7 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from core import keys
+from core import jsonutil, keys
 from core.contracts import REVOKED_SESSION_KEY
 from core.errors import AppError
 from core.settings import Settings
@@ -26,6 +26,7 @@ from dispatch.engine import Engine, Tuning
 from dispatch.live import GUEST
 from dispatch.ratelimit import TokenBucket
 from dispatch.rooms import IndexedRedisManager
+from dispatch.transport import LeanServer
 
 logger = logging.getLogger(__name__)
 
@@ -63,22 +64,18 @@ class _OrjsonCodec:
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
-        from core.jsonutil import dumps
-
-        return dumps(obj)
+        return jsonutil.dumps(obj)
 
     @staticmethod
     def loads(data: str | bytes, **_: Any) -> Any:
-        from core.jsonutil import loads
-
-        return loads(data)
+        return jsonutil.loads(data)
 
 
 def create_sio(settings: Settings) -> socketio.AsyncServer:
     # Fan-out through Redis so several processes share rooms; write_only=False so this process
     # also receives other processes' emits.
     manager = IndexedRedisManager(settings.redis_url, channel="pp:socketio")
-    return socketio.AsyncServer(
+    return LeanServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=list(settings.allowed_origins),

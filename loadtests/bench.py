@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     parser.add_argument("--generators", type=int, default=0,
                         help="load-generator processes per scenario (default: chosen per scenario)")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="app processes where a scenario shows the deployment shape (default: 2, one per core)")
     parser.add_argument("-v", "--verbose", action="store_true", help="progress logging")
     return parser
 
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     stack = Stack.create(log_dir=args.output.parent / "logs")
     try:
-        ctx = Context(stack=stack, quick=args.quick, generators=args.generators)
+        ctx = Context(stack=stack, quick=args.quick, generators=args.generators, processes=max(1, args.processes))
         for scenario in selected(args.only):
             result = ScenarioResult(scenario.name, scenario.title)
             results.append(result)

@@ -20,7 +20,7 @@ from core.jsonutil import parse_iso
 from core.settings import Settings
 from core.stores import make_mongo_client, make_redis
 from loadtests import fixtures
-from loadtests.harness import BENCH_DB, BENCH_SECRET, Server, Stack, WorkerPool, rss_kib, split
+from loadtests.harness import BENCH_DB, BENCH_SECRET, Server, Stack, WorkerPool, cpu_seconds, rss_kib, split
 from loadtests.report import Figure, ScenarioResult, percentile
 from loadtests.sockets import LIVE_INTERVAL_S
 
@@ -35,6 +35,9 @@ class Context:
     stack: Stack
     quick: bool = False
     generators: int = 0
+    # App processes for the scenarios that show the deployment shape (ingest's second figure,
+    # fan-out): one per core by default, like the compose file's replicas.
+    processes: int = 2
     servers: list[Server] = field(default_factory=list)
     settings: Settings = field(default_factory=lambda: fixtures.bench_settings(BENCH_SECRET))
     area: fixtures.Area = field(default_factory=fixtures.load_area)
@@ -226,22 +229,35 @@ def _partner_rows(ctx: Context, ids: list[str], seed: int, within_m: float | Non
     return rows
 
 
-def _ping_pool(server: Server, rows: list[list[Any]], generators: int, mode: str, duration: float,
-               **extra: Any) -> list[dict[str, Any]]:
+@dataclass
+class PingRun:
+    """What the generators reported, and the CPU the servers used while they pinged."""
+
+    out: list[dict[str, Any]]
+    server_cpu_s: float
+
+
+def _ping_pool(servers: list[Server], rows: list[list[Any]], generators: int, mode: str, duration: float,
+               **extra: Any) -> PingRun:
+    """Ping from `generators` processes; generator i talks to servers[i % len(servers)]."""
+    generators = max(generators, len(servers))
     chunks = split(len(rows), generators)
     params, start = [], 0
-    for n in chunks:
-        params.append({"url": server.url, "partners": rows[start:start + n], "mode": mode, "duration": duration,
-                       **extra})
+    for i, n in enumerate(chunks):
+        params.append({"url": servers[i % len(servers)].url, "partners": rows[start:start + n], "mode": mode,
+                       "duration": duration, **extra})
         start += n
+    pids = [s.pid for s in servers]
     with pool("sockets:ping_worker", params) as workers:
         ready = workers.wait_ready(timeout=180)
         connected = sum(r["connected"] for r in ready)
         if connected < len(rows):
             failures = [r["failures"] for r in ready if r["failures"]]
             raise RuntimeError(f"only {connected} of {len(rows)} partner sockets connected: {failures[:1]}")
+        cpu_before = cpu_seconds(pids)
         workers.next_phase()
-        return workers.collect(timeout=duration + 120)
+        out = workers.collect(timeout=duration + 120)
+        return PingRun(out, cpu_seconds(pids) - cpu_before)
 
 
 def _merge_pings(out: list[dict[str, Any]]) -> dict[str, Any]:
@@ -293,43 +309,61 @@ async def _confirm_in_redis(url: str, last_ts: dict[str, int], since_ms: int) ->
 
 def ingest(ctx: Context, result: ScenarioResult) -> None:
     db = ctx.new_db("ingest")
-    paced = ctx.size(2000, 800)
+    paced = ctx.size(2000, 1200)
     per_client = 8.0
     live = ctx.size(6000, 1500)
+    processes = ctx.processes
     ids = run(with_db(ctx.stack.mongodb_uri, db, lambda d: fixtures.create_partners(d, max(live, paced), "ingest")))
     rows = _partner_rows(ctx, ids, seed=3)
-    app = ctx.start_app(db)
-    baseline = ctx.start_baseline("sio-baseline", "sio")
+    apps = [ctx.start_app(db) for _ in range(processes)]
+    baselines = [ctx.start_baseline("sio-baseline", "sio") for _ in range(processes)]
     generators = ctx.gens(3)
     duration = ctx.size(10.0, 4.0)
     offered = paced * per_client
+    load = (f"{paced} partner sockets in {generators} generator processes offering {offered:,.0f} `location` "
+            f"events/s ({per_client:.0f}/s each, under the 10/s per-socket limit; fixes 1 s apart in ts, replayed "
+            "from an hour ago so each passes the one-per-second rule); counted: ok acks, which the app sends after "
+            "the pipelined Redis write; the generators share the 2 cores with the server")
 
-    _progress(f"ingest: app, {paced} partners offering {per_client:.0f} fixes/s each ({offered:,.0f}/s)")
+    _progress(f"ingest: app (one process), {paced} partners offering {per_client:.0f} fixes/s each ({offered:,.0f}/s)")
     since = int(time.time() * 1000)
-    app_sat = _merge_pings(_ping_pool(app, rows[:paced], generators, "paced", duration, rate=per_client))
+    app_run = _ping_pool(apps[:1], rows[:paced], generators, "paced", duration, rate=per_client)
+    app_sat = _merge_pings(app_run.out)
     app_check = run(_confirm_in_redis(ctx.stack.redis_url, app_sat["last_ts"], since))
-    _progress("ingest: baseline, the same clients against a python-socketio server that only acks")
-    base_sat = _merge_pings(_ping_pool(baseline, rows[:paced], generators, "paced", duration, rate=per_client))
-    result.add(Figure("accepted pings/s (capacity)", app_sat["rate"], "pings/s", ">=", 5000,
-                      baseline=base_sat["rate"], ratio_target=0.5,
-                      note=f"{paced} partner sockets in {generators} generator processes offering {offered:,.0f} "
-                           f"`location` events/s ({per_client:.0f}/s each, under the 10/s per-socket limit; fixes "
-                           "1 s apart in ts, replayed from an hour ago so each passes the one-per-second rule); "
-                           "counted: ok acks, which the app sends after the pipelined Redis write; the generators "
-                           "share the 2 cores with the server"))
+    _progress("ingest: baseline (one process), the same clients against a python-socketio server that only acks")
+    base_run = _ping_pool(baselines[:1], rows[:paced], generators, "paced", duration, rate=per_client)
+    base_sat = _merge_pings(base_run.out)
+    result.add(Figure("accepted pings/s (capacity, one process)", app_sat["rate"], "pings/s", ">=", 5000,
+                      baseline=base_sat["rate"], ratio_target=0.5, note=load))
     result.add(Figure("ack p99 (capacity run)", _ms(app_sat["latencies"], 99), "ms",
                       baseline=_ms(base_sat["latencies"], 99)))
+    result.add(Figure("server CPU per accepted ping", _cpu_per_ping_us(app_run, app_sat), "us",
+                      baseline=_cpu_per_ping_us(base_run, base_sat),
+                      note="user+system CPU of the server process (/proc/PID/stat) while the generators pinged, "
+                           "divided by the pings it acknowledged ok"))
     result.add(Figure("partners whose last ack'd fix is in Redis", app_check["state_ts_matches"], "partners", ">=",
                       len(app_sat["last_ts"]),
                       note=f"state hash ts equals the last acknowledged ts; {app_check['seen_since_start']} "
                            f"partners in FLEET_SEEN since the run began, {app_check['geo_members']} in FLEET_GEO"))
+    multi: dict[str, Any] = {}
+    if processes > 1:
+        _progress(f"ingest: app ({processes} processes sharing Redis), the same load spread over them")
+        even = -(-generators // processes) * processes  # the same number of generators per process
+        multi_app = _merge_pings(_ping_pool(apps, rows[:paced], even, "paced", duration, rate=per_client).out)
+        _progress(f"ingest: baseline ({processes} processes)")
+        multi_base = _merge_pings(_ping_pool(baselines, rows[:paced], even, "paced", duration, rate=per_client).out)
+        result.add(Figure(f"accepted pings/s (capacity, {processes} processes)", multi_app["rate"], "pings/s",
+                          baseline=multi_base["rate"],
+                          note=f"as above with {even} generators, generator i connected to process i mod "
+                               f"{processes}: the deployment shape (N processes sharing one Redis), minus the proxy"))
+        multi = {"app": _public(multi_app), "baseline": _public(multi_base)}
 
-    _progress(f"ingest: app, {live} partners each sending one live fix a second")
+    _progress(f"ingest: app (one process), {live} partners each sending one live fix a second")
     since = int(time.time() * 1000)
-    app_live = _merge_pings(_ping_pool(app, rows[:live], max(generators, 4), "live", duration))
+    app_live = _merge_pings(_ping_pool(apps[:1], rows[:live], max(generators, 4), "live", duration).out)
     live_check = run(_confirm_in_redis(ctx.stack.redis_url, app_live["last_ts"], since))
-    _progress(f"ingest: baseline, {live} partners each sending one fix a second")
-    base_live = _merge_pings(_ping_pool(baseline, rows[:live], max(generators, 4), "live", duration))
+    _progress(f"ingest: baseline (one process), {live} partners each sending one fix a second")
+    base_live = _merge_pings(_ping_pool(baselines[:1], rows[:live], max(generators, 4), "live", duration).out)
     offered_live = live / LIVE_INTERVAL_S
     result.add(Figure(f"accepted pings/s ({live} partners at 1/s)", app_live["rate"], "pings/s",
                       baseline=base_live["rate"],
@@ -341,12 +375,18 @@ def ingest(ctx: Context, result: ScenarioResult) -> None:
                       baseline=_ms(base_live["latencies"], 99)))
     result.details = {
         "capacity": {"app": _public(app_sat), "baseline": _public(base_sat), "redis": app_check,
-                     "offered_per_s": offered},
+                     "offered_per_s": offered, "server_cpu_s": {"app": round(app_run.server_cpu_s, 2),
+                                                                "baseline": round(base_run.server_cpu_s, 2)}},
+        "capacity_multi_process": multi,
         "live": {"app": _public(app_live), "baseline": _public(base_live), "redis": live_check,
                  "offered_per_s": offered_live},
     }
     if app_sat["errors"]:
         result.notes.append(f"capacity run, refused or failed pings: {app_sat['errors']}")
+
+
+def _cpu_per_ping_us(ping_run: PingRun, merged: dict[str, Any]) -> float | None:
+    return ping_run.server_cpu_s / merged["ok"] * 1e6 if merged["ok"] else None
 
 
 def _public(merged: dict[str, Any]) -> dict[str, Any]:
@@ -578,18 +618,25 @@ def fanout(ctx: Context, result: ScenarioResult) -> None:
         return partners, admins, customers
 
     partner_ids, admin_ids, customer_ids = run(with_db(ctx.stack.mongodb_uri, db, seed))
-    app = ctx.start_app(db)
+    processes = ctx.processes
+    apps = [ctx.start_app(db) for _ in range(processes)]
+    app = apps[0]
     if not has_route(app, "PUT", "/admin/orders/{id}/assign"):
         result.skipped = "PUT /api/admin/orders/{id}/assign is not in /api/openapi.json yet"
         return
     rows = _partner_rows(ctx, partner_ids, seed=11)
     tracked = rows[:n_tracked]
     sample = {r[0] for r in rows[::max(1, n_partners // 300)]}
-    generators = ctx.gens(4)
-    ping_params = [{"url": app.url, "partners": chunk, "mode": "live", "duration": 3600.0, "online": True,
-                    "until_released": True, "log_sent": True, "log_ids": sorted(sample | {r[0] for r in tracked})}
-                   for chunk in _chunks(rows, generators)]
-    _progress(f"fanout: {n_partners} partners pinging once a second, {n_admins} admins, {n_tracked} tracked orders")
+    generators = -(-ctx.gens(4) // processes) * processes  # the same number of generators per process
+    # Generator i talks to process i mod N. The tracked partners are the first rows, so all of
+    # them ping process 0, while the customers and admins are spread over every process: customers
+    # on other processes get their partner's position through Redis, as in production.
+    ping_params = [{"url": apps[i % processes].url, "partners": chunk, "mode": "live", "duration": 3600.0,
+                    "online": True, "until_released": True, "log_sent": True,
+                    "log_ids": sorted(sample | {r[0] for r in tracked})}
+                   for i, chunk in enumerate(_chunks(rows, generators))]
+    _progress(f"fanout: {n_partners} partners pinging once a second on {processes} app process(es), {n_admins} "
+              f"admins, {n_tracked} tracked orders")
     with pool("sockets:ping_worker", ping_params, phases=2) as pingers:
         t0 = time.monotonic()
         pingers.wait_ready(timeout=240)
@@ -597,12 +644,17 @@ def fanout(ctx: Context, result: ScenarioResult) -> None:
         # Orders are placed and assigned before the pings start, so setup does not compete with them.
         order_ids = run(fixtures.place_and_assign(app.url, ctx.settings, ctx.area, customer_ids, admin_ids[0],
                                                   [(r[0], r[2], r[3]) for r in tracked]))
-        watchers = [
-            {"url": app.url, "role": "admin", "tokens": [fixtures.mint(ctx.settings, a, "admin") for a in admin_ids],
-             "sample_ids": sorted(sample)},
-            {"url": app.url, "role": "customer", "orders": order_ids,
-             "tokens": [fixtures.mint(ctx.settings, c, "customer") for c in customer_ids]},
-        ]
+        watchers: list[dict[str, Any]] = []
+        for j, server in enumerate(apps):
+            admins = admin_ids[j::processes]
+            customers = list(range(n_tracked))[j::processes]
+            if admins:
+                watchers.append({"url": server.url, "role": "admin", "sample_ids": sorted(sample),
+                                 "tokens": [fixtures.mint(ctx.settings, a, "admin") for a in admins]})
+            if customers:
+                watchers.append({"url": server.url, "role": "customer", "orders": [order_ids[c] for c in customers],
+                                 "tokens": [fixtures.mint(ctx.settings, customer_ids[c], "customer")
+                                            for c in customers]})
         with pool("sockets:watcher_worker", watchers, phases=2) as watching:
             ready = watching.wait_ready(timeout=120)
             pingers.next_phase()
@@ -619,22 +671,27 @@ def fanout(ctx: Context, result: ScenarioResult) -> None:
     for out in pinged:
         for pid, ts, lat, lng in out["sent_log"]:
             sent[(pid, lat, lng)] = ts
-    admin_out, customer_out = seen
-    start_ms, end_ms = admin_out["window_ms"]
+    admin_received = [msgs for w, out in zip(watchers, seen, strict=True) if w["role"] == "admin"
+                      for msgs in out["received"]]
+    customer_received = [msgs for w, out in zip(watchers, seen, strict=True) if w["role"] == "customer"
+                         for msgs in out["received"]]
+    start_ms, end_ms = seen[0]["window_ms"]
     seconds = (end_ms - start_ms) / 1000
-    per_admin = [len([m for m in msgs if m[1] != "snapshot"]) / seconds for msgs in admin_out["received"]]
-    admin_lat = [recv - sent[(pid, lat, lng)] for msgs in admin_out["received"] for recv, _, partners in msgs
+    per_admin = [len([m for m in msgs if m[1] != "snapshot"]) / seconds for msgs in admin_received]
+    admin_lat = [recv - sent[(pid, lat, lng)] for msgs in admin_received for recv, _, partners in msgs
                  for pid, lat, lng, _ in partners if (pid, lat, lng) in sent]
-    customer_lat = [recv - ts for msgs in customer_out["received"] for recv, ts, _ in msgs]
+    customer_lat = [recv - ts for msgs in customer_received for recv, ts, _ in msgs]
     ping_rate = steady_rate(pinged)
     result.add(Figure("fleet messages per admin per second (max)", max(per_admin, default=None), "msg/s", "<=", 2,
-                      note=f"{n_admins} admins with fleet_subscribe (whole fleet), counted over {seconds:.0f} s"))
+                      note=f"{n_admins} admins with fleet_subscribe (whole fleet) spread over {processes} app "
+                           f"process(es) sharing one Redis, counted over {seconds:.0f} s"))
     result.add(Figure("ping -> admin map p99", _ms(admin_lat, 99), "ms", "<=", 1500,
                       note=f"{len(admin_lat)} deliveries matched to the exact fix sent (partner, lat, lng -> its ts)"))
     result.add(Figure("ping -> admin map p50", _ms(admin_lat, 50), "ms"))
     result.add(Figure("ping -> tracking customer p99", _ms(customer_lat, 99), "ms", "<=", 250,
-                      note=f"{len(customer_lat)} partner_location messages to {n_tracked} customers, "
-                           "latency = receipt time - the fix's ts"))
+                      note=f"{len(customer_lat)} partner_location messages to {n_tracked} customers (their "
+                           f"partners all on process 0, the customers spread over {processes}), latency = receipt "
+                           "time - the fix's ts"))
     result.add(Figure("ping -> tracking customer p50", _ms(customer_lat, 50), "ms"))
     result.add(Figure("accepted pings/s during the run", ping_rate, "pings/s",
                       note=f"{n_partners} partners at one fix every {LIVE_INTERVAL_S} s "

@@ -32,9 +32,11 @@ def _serve(settings: Settings) -> None:
     import uvloop
     from aiohttp import web
 
+    from partypilot import gctuning
     from partypilot.app import create_app
 
     app = create_app(settings)
+    gctuning.tune(app)
     web.run_app(app, host=settings.host, port=settings.port, print=None,
                 loop=uvloop.new_event_loop(), access_log=None, shutdown_timeout=5)
 

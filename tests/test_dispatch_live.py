@@ -162,3 +162,23 @@ async def test_a_tracking_link_follows_its_one_order_and_nothing_else(start_env:
             pass
         finally:
             await refused.disconnect()
+
+
+async def test_a_tick_carries_every_change_up_to_itself_exactly_once(start_env: StartEnv) -> None:
+    from dispatch.server import ENGINE
+
+    env = await start_env(fleet_tick_s=3600)  # no ticks of its own: the test ticks by hand
+    live = env.app[ENGINE].live
+    pid, sock = await env.partner(*CENTER)
+    admin = await env.sock(env.token("admin-1", "admin"))
+    assert (await admin.call("fleet_subscribe", {}))["ok"]
+    await live.tick()  # the partner's going on duty, from before the snapshot
+    moved = destination(CENTER[0], CENTER[1], 90, 40)
+    assert (await ping(sock, *moved, ts=now_ms() + 1_100))["ok"]  # acknowledged = written to Redis
+    first = await live.tick()  # at once: no safety lag holds a written change back
+    entries = [p for _, message in first for p in message["partners"] if p["id"] == pid]
+    assert [(round(e["lat"], 6), round(e["lng"], 6)) for e in entries] == [(round(moved[0], 6), round(moved[1], 6))]
+    assert await live.tick() == []  # and never twice
+    assert (await sock.call("availability", {"online": False}))["ok"]
+    after = await live.tick()
+    assert [p["status"] for _, m in after for p in m["partners"] if p["id"] == pid] == ["offline"]

@@ -1,0 +1,140 @@
+"""dispatch.transport.LeanSocket: the same Engine.IO behaviour as the stock socket, fewer tasks.
+
+These run a bare LeanServer on aiohttp (no stores needed) with short heartbeat settings, and
+talk to it with python-socketio's client and with a raw websocket that speaks Engine.IO itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import socketio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from dispatch.server import create_sio
+from dispatch.transport import LeanServer, LeanSocket
+
+PING_INTERVAL = 0.3
+PING_TIMEOUT = 0.3
+
+
+@pytest.fixture
+async def lean() -> AsyncIterator[tuple[LeanServer, str]]:
+    sio = LeanServer(async_mode="aiohttp", ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
+                     logger=False, engineio_logger=False, async_handlers=False)
+
+    @sio.on("echo")  # type: ignore[untyped-decorator]
+    async def echo(sid: str, data: Any) -> Any:
+        await asyncio.sleep(0)
+        return {"sid": sid, "data": data}
+
+    @sio.on("shout")  # type: ignore[untyped-decorator]
+    async def shout(sid: str, data: Any) -> None:
+        for n in range(int(data)):
+            await sio.emit("n", n, to=sid)
+
+    app = web.Application()
+    sio.attach(app)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield sio, f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.close()
+
+
+def test_the_product_server_uses_lean_sockets(settings: Any) -> None:
+    assert isinstance(create_sio(settings), LeanServer)
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]])
+async def test_acks_and_pushes_arrive_in_order_on_both_transports(lean: tuple[LeanServer, str],
+                                                                  transports: list[str]) -> None:
+    sio, url = lean
+    client = socketio.AsyncClient(reconnection=False)
+    got: list[int] = []
+    done = asyncio.Event()
+
+    @client.on("n")  # type: ignore[untyped-decorator]
+    async def on_n(n: int) -> None:
+        got.append(n)
+        if n == 199:
+            done.set()
+
+    await client.connect(url, transports=transports, wait_timeout=5)
+    try:
+        if transports[0] == "polling":  # wait for the upgrade, then check it happened
+            for _ in range(50):
+                if client.transport() == "websocket":
+                    break
+                await asyncio.sleep(0.05)
+        assert client.transport() == "websocket"
+        assert all(isinstance(s, LeanSocket) for s in sio.eio.sockets.values())
+        replies = await asyncio.gather(*(client.call("echo", i, timeout=5) for i in range(100)))
+        assert [r["data"] for r in replies] == list(range(100))
+        await client.emit("shout", 200)
+        await asyncio.wait_for(done.wait(), 5)
+        assert got == list(range(200))
+    finally:
+        await client.disconnect()
+
+
+async def _raw_connect(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
+    ws = await session.ws_connect(url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
+    opening = await ws.receive_str()
+    assert opening.startswith("0")
+    await ws.send_str("40")
+    assert (await ws.receive_str()).startswith("40")
+    return ws
+
+
+async def test_a_silent_peer_is_dropped_and_a_live_one_kept(lean: tuple[LeanServer, str]) -> None:
+    sio, url = lean
+    async with aiohttp.ClientSession() as session:
+        silent = await _raw_connect(session, url)
+        live = await _raw_connect(session, url)
+
+        async def answer_pings() -> None:
+            async for msg in live:
+                if msg.data == "2":
+                    await live.send_str("3")
+
+        answering = asyncio.create_task(answer_pings())
+        started = time.monotonic()
+        # The silent one never answers a PING: gone within the heartbeat limits (plus slack).
+        while not silent.closed:
+            msg = await asyncio.wait_for(silent.receive(), 5)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                break
+        dropped_after = time.monotonic() - started
+        assert dropped_after < 3 * (PING_INTERVAL + PING_TIMEOUT) + 1
+        await asyncio.sleep(4 * (PING_INTERVAL + PING_TIMEOUT))
+        assert not live.closed and len(sio.eio.sockets) == 1
+        await live.send_str('42["echo","still here"]')  # no ack id: nothing comes back, no error
+        await live.close()
+        answering.cancel()
+        await asyncio.gather(answering, return_exceptions=True)
+
+
+async def test_an_oversized_message_closes_the_socket(lean: tuple[LeanServer, str]) -> None:
+    sio, url = lean
+    sio.eio.max_http_buffer_size = 1024
+    async with aiohttp.ClientSession() as session:
+        ws = await _raw_connect(session, url)
+        await ws.send_str("42" + orjson.dumps(["echo", "x" * 5000]).decode())
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        while msg.type == aiohttp.WSMsgType.TEXT:
+            msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+    for _ in range(50):
+        if not sio.eio.sockets:
+            break
+        await asyncio.sleep(0.05)
+    assert not sio.eio.sockets

@@ -222,11 +222,17 @@ class Live:
         return out
 
     async def tick_loop(self, interval_s: float) -> None:
+        """Tick at a fixed rate, so the time a tick takes does not push every later one back. A
+        tick that overran its slot is followed half an interval later, never back to back: an
+        admin gets at most two fleet messages per interval."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + interval_s
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
             try:
                 for sid, message in await self.tick():
                     await self.emitter.emit("fleet", message, sid, local=True)
             except Exception as exc:  # Redis blips must not end the stream
                 stop_if_cancelled()
                 logger.warning("fleet tick failed: %s", type(exc).__name__)
+            next_at = max(next_at + interval_s, loop.time() + interval_s / 2)

@@ -26,7 +26,7 @@ from dispatch.engine import Engine, Tuning
 from dispatch.live import GUEST
 from dispatch.ratelimit import TokenBucket
 from dispatch.rooms import IndexedRedisManager
-from dispatch.transport import LeanServer
+from dispatch.transport import JsonPacket, LeanServer
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         ping_interval=25,
         ping_timeout=20,
         json=_OrjsonCodec,
+        serializer=JsonPacket,
         # Run each event inline in its socket's receive loop instead of in a new task: a task per
         # ping was the largest single cost of ingest under load, and inline handling also keeps
         # one socket's events in order. Handlers are short (a ping waits one micro-batch).

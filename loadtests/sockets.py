@@ -1,8 +1,12 @@
-"""Simulated Socket.IO users for the bench: many `socketio.AsyncClient`s per generator process.
+"""Simulated Socket.IO users for the bench, many per generator process.
 
-Every client uses the websocket transport and shares one aiohttp session per process (a session
-per client would cost more memory than the client itself). The functions named `*_worker` run in
-generator processes started by `harness.WorkerPool`.
+Partners sending pings (`ping_worker`) use `loadtests.wsclient.LeanSocket`: they are the bulk of
+the load, and the generators share the machine's cores with the server, so each ping must cost
+the generator as little CPU as possible. The few or idle users (watchers, offer listeners, held
+sockets) use `socketio.AsyncClient`. Every client uses the websocket transport; the AsyncClients
+share one aiohttp session per process (a session per client would cost more memory than the
+client itself), LeanSockets need none. The functions named `*_worker` run in generator processes
+started by `harness.WorkerPool`.
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 import socketio
 
 from loadtests.harness import WorkerControl
+from loadtests.wsclient import CONNECT_CONCURRENCY, LeanSocket, LeanSockets
 
-CONNECT_CONCURRENCY = 64
+ClientT = TypeVar("ClientT")
 # A moving partner: about 8 m between consecutive fixes (walking-to-cycling pace at 1 fix/s).
 STEP_DEG = 0.00007
 LIVE_INTERVAL_S = 1.02
@@ -102,6 +107,59 @@ def _summary_ms(values: list[float]) -> list[float]:
 
 # --- partners sending locations ------------------------------------------------------------------
 
+class Pacer:
+    """The partners' pauses between fixes, ended on a shared 10 ms tick, and the bench's release signal.
+
+    The generators share the machine's cores with the server, and in this VM a process that sleeps
+    and wakes up pays 50 µs of CPU or more per wake-up (measured: 50 µs at a thousand wake-ups a
+    second, more when they are rarer), several times what sending a fix costs. With one timer per
+    pause, a thousand partners spread over a second wake their process about a thousand times a
+    second, once per fix. Here a pause
+    ends on the first tick at or after its deadline, and all the pauses ending on one tick share
+    one timer, so the process wakes at most once per tick however many partners it drives. Fixes
+    leave in small bursts, one per tick, instead of evenly spread: at the bench's rates that is a
+    handful of fixes every 10 ms, each at most a tick late. `set()` ends every pause at once
+    (and later ones return at once), without a task per pause.
+    """
+
+    TICK_S = 0.01
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self._ticks: dict[int, tuple[asyncio.TimerHandle, list[asyncio.Future[None]]]] = {}
+
+    def set(self) -> None:
+        self.is_set = True
+        for timer, paused in self._ticks.values():
+            timer.cancel()
+            _wake(paused)
+        self._ticks.clear()
+
+    async def pause_until(self, deadline: float) -> None:
+        """Sleep until the first tick at or after `deadline` (a `time.monotonic()` time, to the loop's
+        millisecond timer resolution), or until `set()`."""
+        if self.is_set:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        tick = math.ceil(deadline / self.TICK_S)
+        if tick in self._ticks:
+            self._ticks[tick][1].append(future)
+        else:
+            timer = loop.call_later(tick * self.TICK_S - time.monotonic(), self._end_tick, tick)
+            self._ticks[tick] = (timer, [future])
+        await future
+
+    def _end_tick(self, tick: int) -> None:
+        _wake(self._ticks.pop(tick)[1])
+
+
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # a partner cancelled in its pause
+            future.set_result(None)
+
+
 async def ping_worker(params: dict[str, Any], ctl: WorkerControl) -> dict[str, Any]:
     """Partners sending `location` fixes, in one of two modes.
 
@@ -111,7 +169,10 @@ async def ping_worker(params: dict[str, Any], ctl: WorkerControl) -> dict[str, A
             replaying a buffered track whose fixes are 1 s apart in `ts` starting an hour ago, so
             each one passes the one-fix-per-second rule. With enough partners this offers more
             than the server can take, which measures its capacity (app and baseline alike).
-    A partner waits for each acknowledgement before its next fix and never bursts to catch up.
+    A partner waits for each acknowledgement before its next fix and never bursts to catch up;
+    its pauses end on the `Pacer`'s 10 ms ticks, so the process wakes once per tick, not per fix.
+    The partners are LeanSockets (see loadtests.wsclient): the generator shares the cores with the
+    server, and the same client drives the app and the baseline, so their ratio stays fair.
     """
     url: str = params["url"]
     partners: list[list[Any]] = params["partners"]  # [partner_id, token, lat, lng]
@@ -121,11 +182,11 @@ async def ping_worker(params: dict[str, Any], ctl: WorkerControl) -> dict[str, A
     # trip the server's one-fix-per-second rule, which is not what this measures.
     interval = LIVE_INTERVAL_S if mode == "live" else 1.0 / float(params.get("rate", 8.0))
     event = "location"
-    clients = Clients()
-    await clients.connect(url, [p[1] for p in partners])
+    sockets = LeanSockets()
+    await sockets.connect(url, [p[1] for p in partners])
     if params.get("online"):
-        await _all(clients, lambda c, i: c.call("availability", {"online": True}, timeout=5))
-    ctl.ready(connected=clients.connected, failures=dict(clients.failures))
+        await _all(sockets.sockets, lambda s, i: s.call("availability", {"online": True}, timeout=5))
+    ctl.ready(connected=sockets.connected, failures=dict(sockets.failures))
     await ctl.wait_go()
 
     ok = 0
@@ -140,25 +201,25 @@ async def ping_worker(params: dict[str, Any], ctl: WorkerControl) -> dict[str, A
     started = time.monotonic()
     started_wall = time.time()
     stop_at = started + duration
-    released = asyncio.Event()
+    pacer = Pacer()
     release_task = None
     if params.get("until_released"):
         async def wait_release() -> None:
             await ctl.wait_go()
-            released.set()
+            pacer.set()
 
         release_task = asyncio.create_task(wait_release())
     history_start = now_ms() - 3600_000
 
-    async def run(index: int, client: socketio.AsyncClient) -> None:
+    async def run(index: int, sock: LeanSocket) -> None:
         nonlocal ok
         pid, _, lat, lng = partners[index]
         heading = rng.uniform(0, 6.283)
         dlat, dlng = STEP_DEG * math.cos(heading), STEP_DEG * math.sin(heading)
         n = 0
-        await asyncio.sleep(rng.random() * interval)  # spread partners over the interval
-        next_at = time.monotonic()
-        while time.monotonic() < stop_at and client.connected and not released.is_set():
+        next_at = time.monotonic() + rng.random() * interval  # spread partners over the interval
+        await pacer.pause_until(next_at)
+        while time.monotonic() < stop_at and sock.connected and not pacer.is_set:
             n += 1
             ts = now_ms() if mode == "live" else history_start + n * 1000
             fix = {"lat": lat + n * dlat, "lng": lng + n * dlng, "accuracy": 8.0, "speed": 8.0, "ts": ts}
@@ -166,7 +227,7 @@ async def ping_worker(params: dict[str, Any], ctl: WorkerControl) -> dict[str, A
             sent_mono = time.monotonic()
             sent_wall = time.time()
             try:
-                ack = await client.call(event, fix, timeout=15)
+                ack = await sock.call(event, fix, timeout=15)
             except Exception as exc:
                 errors[type(exc).__name__] += 1
                 continue
@@ -180,33 +241,35 @@ async def ping_worker(params: dict[str, Any], ctl: WorkerControl) -> dict[str, A
             else:
                 code = (ack or {}).get("error", {}).get("code", "bad_ack") if isinstance(ack, dict) else "bad_ack"
                 errors[str(code)] += 1
-            # Never closer than one interval to the previous fix's ts, even after a late send.
-            next_at = max(next_at + interval, sent_mono + interval, time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(released.wait(), max(0.0, next_at - time.monotonic()))
+            # Never closer than one interval less a tick to the previous fix, even after a late send
+            # (1.01 s live: clear of the server's one-fix-per-second rule). A fix sent on its tick
+            # keeps the schedule, so a partner still sends one fix per interval.
+            next_at = max(next_at + interval, sent_mono + interval - Pacer.TICK_S, time.monotonic())
+            await pacer.pause_until(next_at)
 
-    await asyncio.gather(*(run(i, c) for i, c in enumerate(clients.clients) if c is not None))
+    await asyncio.gather(*(run(i, s) for i, s in enumerate(sockets.sockets) if s is not None))
     elapsed = time.monotonic() - started
     if release_task is not None:
         await release_task
-    await clients.close()
+    await sockets.close()
     return {"ok": ok, "errors": dict(errors), "seconds": elapsed, "latencies_ms": _summary_ms(latencies),
             "ok_times": ok_times, "started_at": started_wall, "interval": interval,
             "until": started_wall + min(duration, elapsed),
             "last_ts": last_ts, "sent_log": sent_log}
 
 
-async def _all(clients: Clients, call: Callable[[socketio.AsyncClient, int], Awaitable[Any]]) -> list[Any]:
+async def _all(clients: Sequence[ClientT | None], call: Callable[[ClientT, int], Awaitable[Any]]) -> list[Any]:
+    """`call(client, index)` for every connected client, 128 at a time; exceptions are returned."""
     gate = asyncio.Semaphore(128)
 
-    async def one(i: int, c: socketio.AsyncClient) -> Any:
+    async def one(i: int, c: ClientT) -> Any:
         async with gate:
             try:
                 return await call(c, i)
             except Exception as exc:
                 return exc
 
-    return await asyncio.gather(*(one(i, c) for i, c in enumerate(clients.clients) if c is not None))
+    return await asyncio.gather(*(one(i, c) for i, c in enumerate(clients) if c is not None))
 
 
 # --- sockets that only stay connected ------------------------------------------------------------
@@ -239,7 +302,7 @@ async def offer_listener_worker(params: dict[str, Any], ctl: WorkerControl) -> d
 
     clients = Clients()
     await clients.connect(params["url"], [p[1] for p in params["partners"]], setup=setup)
-    acks = await _all(clients, lambda c, i: c.call("availability", {"online": True}, timeout=5))
+    acks = await _all(clients.clients, lambda c, i: c.call("availability", {"online": True}, timeout=5))
     ok = sum(1 for a in acks if isinstance(a, dict) and a.get("ok"))
     ctl.ready(connected=clients.connected, online_ok=ok, failures=dict(clients.failures))
     await ctl.wait_go()  # the bench creates its orders here
@@ -272,9 +335,9 @@ async def watcher_worker(params: dict[str, Any], ctl: WorkerControl) -> dict[str
     clients = Clients()
     await clients.connect(params["url"], params["tokens"], setup=setup)
     if role == "admin":
-        acks = await _all(clients, lambda c, i: c.call("fleet_subscribe", {}, timeout=20))
+        acks = await _all(clients.clients, lambda c, i: c.call("fleet_subscribe", {}, timeout=20))
     else:
-        acks = await _all(clients, lambda c, i: c.call("track", {"order_id": params["orders"][i]}, timeout=20))
+        acks = await _all(clients.clients, lambda c, i: c.call("track", {"order_id": params["orders"][i]}, timeout=20))
     ok = sum(1 for a in acks if isinstance(a, dict) and a.get("ok"))
     errors = Counter(str(a.get("error", {}).get("code") if isinstance(a, dict) else type(a).__name__)
                      for a in acks if not (isinstance(a, dict) and a.get("ok")))

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from dispatch.server import create_sio
-from dispatch.transport import LeanServer, LeanSocket
+from dispatch.transport import JsonPacket, LeanServer, LeanSocket
 
 PING_INTERVAL = 0.3
 PING_TIMEOUT = 0.3
@@ -50,8 +50,15 @@ async def lean() -> AsyncIterator[tuple[LeanServer, str]]:
         await server.close()
 
 
-def test_the_product_server_uses_lean_sockets(settings: Any) -> None:
-    assert isinstance(create_sio(settings), LeanServer)
+def test_the_product_server_uses_lean_sockets_and_json_packets(settings: Any) -> None:
+    sio = create_sio(settings)
+    assert isinstance(sio, LeanServer) and sio.packet_class is JsonPacket
+    # A fleet-sized payload is an ordinary EVENT, encoded as JSON, with no binary scan.
+    partners = [{"id": f"p{i}", "lat": 12.9, "lng": 77.6, "status": "idle", "last_seen": i} for i in range(5000)]
+    pkt = sio.packet_class(socketio.packet.EVENT, data=["fleet", {"type": "delta", "partners": partners}])
+    assert pkt.packet_type == socketio.packet.EVENT
+    encoded = pkt.encode()
+    assert encoded.startswith('2["fleet",') and orjson.loads(encoded[1:])[1]["partners"] == partners
 
 
 @pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]])

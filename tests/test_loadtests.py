@@ -1,21 +1,41 @@
 """The load-test tooling: the locustfile loads with well-formed users, the bench parses its
-arguments and reports figures truthfully, and its HTTP generator reads responses correctly."""
+arguments and reports figures truthfully, its HTTP generator reads responses correctly, and its
+lean Socket.IO client speaks the protocol to the real app and to python-socketio, and copes with
+frames cut anywhere, fragmented, or sent to close the connection."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import math
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import socketio
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from core.contracts import FLEET_ONLINE, PARTNER_STATE
+from core.jsonutil import now_ms
 from loadtests import bench
 from loadtests.baselines import catalog_app
+from loadtests.harness import WorkerControl
 from loadtests.httpload import build_request, closed_loop
 from loadtests.report import Figure, ScenarioResult, format_table, percentile, write_json
+from loadtests.sockets import LIVE_INTERVAL_S, ping_worker
+from loadtests.wsclient import ENGINEIO_PATH, LeanSocket, Refused
+from tests.dispatch_helpers import CENTER, Env, make_partner, start_env
+
+__all__ = ["start_env"]
+
+StartEnv = Callable[..., Awaitable[Env]]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,3 +159,347 @@ async def test_http_generator_reads_whole_responses_on_keep_alive() -> None:
     per_response = result["bytes"] / result["ok"]
     assert len(body) < per_response < len(body) + 400
     assert missing["ok"] == 0 and missing["errors"] > 0 and set(missing["statuses"]) == {"404"}
+
+
+# --- the lean Socket.IO client (loadtests.wsclient) and the pinging partners ----------------------
+
+async def test_lean_socket_sends_fixes_to_the_app_and_reads_its_acks(start_env: StartEnv) -> None:
+    env = await start_env()
+    pid = await make_partner(env.db)
+    sock = LeanSocket()
+    await sock.connect(env.url, {"token": env.token(pid, "partner")})
+    try:
+        assert sock.connected
+        ts = now_ms() - 60_000
+        fix = {"lat": CENTER[0], "lng": CENTER[1], "ts": ts}
+        ack = await sock.call("location", fix)
+        assert ack["ok"] is True, ack
+        state = await env.redis.hgetall(PARTNER_STATE.format(partner_id=pid))
+        assert state["ts"] == str(ts)
+        again = await sock.call("location", fix)
+        assert again["ok"] is False and again["error"]["code"] == "stale_ts"
+        assert (await sock.call("availability", {"online": True}))["ok"]
+        assert await env.redis.sismember(FLEET_ONLINE, pid)
+    finally:
+        await sock.close()
+    assert not sock.connected
+
+
+async def test_lean_socket_is_refused_with_the_apps_code(start_env: StartEnv) -> None:
+    env = await start_env()
+    pending = await make_partner(env.db, status="pending")
+    cases = [({}, "unauthorized"), ({"token": "not-a-jwt"}, "invalid_token"),
+             ({"token": env.token(pending, "partner")}, "partner_not_approved")]
+    for auth, code in cases:
+        with pytest.raises(Refused) as refused:
+            await LeanSocket().connect(env.url, auth)
+        assert refused.value.code == code, auth
+        assert str(refused.value).startswith(f"{code}: ")
+
+
+class Control(WorkerControl):
+    """WorkerControl for a worker run in the test's own loop: each phase waits for `go()`."""
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.info: dict[str, Any] = {}
+        self.phases: list[asyncio.Event] = [asyncio.Event(), asyncio.Event()]
+        self.waited = 0
+
+    def ready(self, **info: Any) -> None:
+        self.info = info
+
+    async def wait_go(self) -> None:
+        self.waited += 1
+        await self.phases[self.waited - 1].wait()
+
+    def go(self) -> None:
+        next(e for e in self.phases if not e.is_set()).set()
+
+
+async def test_ping_worker_reports_acks_refusals_and_failed_connects(start_env: StartEnv) -> None:
+    env = await start_env()
+    pids = [await make_partner(env.db) for _ in range(2)]
+    partners = [[pid, env.token(pid, "partner"), CENTER[0], CENTER[1]] for pid in pids]
+    partners.append([pids[0] + "-bad", "not-a-jwt", CENTER[0], CENTER[1]])
+    ctl = Control()
+    ctl.go()
+    out = await ping_worker({"url": env.url, "partners": partners, "mode": "paced", "rate": 5.0, "duration": 1.0,
+                             "online": True, "log_sent": True, "log_ids": [pids[0]]}, ctl)
+    assert ctl.info["connected"] == 2
+    assert ctl.info["failures"] == {"Refused: invalid_token: the access token is invalid": 1}
+    assert set(await env.redis.smembers(FLEET_ONLINE)) == set(pids)
+    assert out["errors"] == {} and out["interval"] == pytest.approx(0.2)
+    assert 4 <= out["ok"] <= 12 and len(out["latencies_ms"]) == len(out["ok_times"]) == out["ok"]
+    assert set(out["last_ts"]) == set(pids)
+    for pid, ts in out["last_ts"].items():
+        assert (await env.redis.hget(PARTNER_STATE.format(partner_id=pid), "ts")) == str(ts)
+    # Paced fixes replay a track 1 s apart in ts; only the listed partner's fixes are logged.
+    logged = out["sent_log"]
+    assert {row[0] for row in logged} == {pids[0]} and logged[-1][1] == out["last_ts"][pids[0]]
+    assert all(later[1] - earlier[1] == 1000 for earlier, later in itertools.pairwise(logged))
+
+
+async def test_ping_worker_stops_as_soon_as_it_is_released(start_env: StartEnv) -> None:
+    env = await start_env()
+    pids = [await make_partner(env.db) for _ in range(8)]
+    partners = [[pid, env.token(pid, "partner"), CENTER[0], CENTER[1]] for pid in pids]
+    ctl = Control()
+    ctl.go()
+    worker = asyncio.create_task(ping_worker({"url": env.url, "partners": partners, "mode": "live",
+                                              "duration": 3600.0, "until_released": True}, ctl))
+    await asyncio.sleep(LIVE_INTERVAL_S + 0.3)  # every partner has sent and is pausing
+    released_at = time.monotonic()
+    ctl.go()
+    out = await asyncio.wait_for(worker, 5)
+    # Pauses between live fixes are 1.02 s long: the release cuts them short.
+    assert time.monotonic() - released_at < 0.5
+    assert out["seconds"] < LIVE_INTERVAL_S + 0.8
+    assert out["errors"] == {} and set(out["last_ts"]) == set(pids)
+
+
+def _echo_server(**options: Any) -> tuple[web.Application, list[Any]]:
+    """python-socketio answering `echo` after data["delay"] s (pushing `news` first), recording
+    `note` emits, and disconnecting on `leave`."""
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False, **options)
+    app = web.Application()
+    sio.attach(app)
+    notes: list[Any] = []
+
+    async def echo(sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(data["delay"])
+        await sio.emit("news", data, to=sid)
+        return data
+
+    async def note(sid: str, data: Any) -> None:
+        notes.append(data)
+
+    async def leave(sid: str, data: Any) -> None:
+        await sio.disconnect(sid)
+
+    sio.on("echo", echo)
+    sio.on("note", note)
+    sio.on("leave", leave)
+    return app, notes
+
+
+async def _serve(app: web.Application) -> TestServer:
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
+async def test_lean_socket_matches_acks_by_id_and_hands_pushes_to_handlers() -> None:
+    app, notes = _echo_server()
+    server = await _serve(app)
+    sock = LeanSocket()
+    news: list[Any] = []
+    sock.on("news", news.append)
+    try:
+        await sock.connect(f"http://127.0.0.1:{server.port}", {"token": "t"})
+        # The server answers these in the opposite order: each call still gets its own ack.
+        calls = [{"n": n, "delay": delay} for n, delay in enumerate((0.3, 0.15, 0.0))]
+        assert await asyncio.gather(*(sock.call("echo", c) for c in calls)) == calls
+        assert news == calls[::-1]
+        await sock.emit("note", {"hello": 1})
+        with pytest.raises(TimeoutError):
+            await sock.call("echo", {"n": 9, "delay": 0.5}, timeout=0.1)
+        assert await sock.call("echo", {"n": 10, "delay": 0.0}) == {"n": 10, "delay": 0.0}
+        assert notes == [{"hello": 1}]
+        # A server-side disconnect fails the pending call at once, not after its timeout.
+        started = time.monotonic()
+        with pytest.raises(ConnectionError):
+            await sock.call("leave", {}, timeout=3)
+        assert time.monotonic() - started < 2 and not sock.connected
+        with pytest.raises(ConnectionError):
+            await sock.call("echo", {"n": 11, "delay": 0.0})
+    finally:
+        await sock.close()
+        await server.close()
+
+
+async def test_lean_socket_answers_the_servers_heartbeat() -> None:
+    # A client that stays silent for ping interval + ping timeout (0.4 s here) is dropped.
+    app, _ = _echo_server(ping_interval=0.2, ping_timeout=0.2)
+    server = await _serve(app)
+    url = f"http://127.0.0.1:{server.port}"
+    sock = LeanSocket()
+    try:
+        # The premise: no pong, no socket.
+        async with aiohttp.ClientSession() as session, session.ws_connect(url + ENGINEIO_PATH) as mute:
+            assert (await mute.receive_str()).startswith("0")
+            await mute.send_str("40{}")
+            assert (await mute.receive_str()).startswith("40")
+            assert await mute.receive_str() == "2"
+            assert (await asyncio.wait_for(mute.receive(), 2)).type is aiohttp.WSMsgType.CLOSE
+        await sock.connect(url, {})
+        await asyncio.sleep(1.5)  # several heartbeats, nothing else sent
+        assert sock.connected
+        assert await sock.call("echo", {"delay": 0.0}) == {"delay": 0.0}
+    finally:
+        await sock.close()
+        await server.close()
+
+
+_EIO_OPEN = '0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
+Script = Callable[[web.WebSocketResponse], Awaitable[None]]
+
+
+async def _engineio_stub(script: Script) -> TestServer:
+    """A bare websocket endpoint that opens an Engine.IO session, accepts the Socket.IO connect and
+    then runs `script`, for frames python-socketio would never send."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await ws.send_str(_EIO_OPEN)
+        assert (await ws.receive_str()).startswith("40")
+        await ws.send_str('40{"sid":"n"}')
+        await script(ws)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/socket.io/", handler)
+    return await _serve(app)
+
+
+def _server_frame(payload: bytes, first_byte: int = 0x81) -> bytes:
+    """An unmasked frame as a server sends it (0x81: a whole text frame)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((first_byte, size)) + payload
+    if size < 65536:
+        return bytes((first_byte, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((first_byte, 127)) + size.to_bytes(8, "big") + payload
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_lean_socket_reads_frames_cut_anywhere_long_or_fragmented() -> None:
+    received: list[aiohttp.WSMessage] = []
+    close_codes: list[int | None] = []
+
+    async def record(ws: web.WebSocketResponse) -> None:
+        async for msg in ws:  # pongs included (autoping is off); ends at the client's close frame
+            received.append(msg)
+        close_codes.append(ws.close_code)
+
+    server = await _engineio_stub(record)
+    sock = LeanSocket()
+    news: list[Any] = []
+    sock.on("news", news.append)
+    try:
+        await sock.connect(f"http://127.0.0.1:{server.port}", {})
+        call = asyncio.ensure_future(sock.call("echo", {}))
+        await _until(lambda: bool(received))  # the call went out, with ack id 1
+        medium, long = "m" * 300, "l" * 70_000  # 16-bit and 64-bit extended lengths
+        stream = b"".join([
+            _server_frame(b'431[{"n":1}]'),
+            _server_frame(b'42["news","%s"]' % medium.encode()),
+            _server_frame(b'42["news","%s"]' % long.encode()),
+            _server_frame(b'42["ne', 0x01),  # a text message in two fragments, a ping between them
+            _server_frame(b"hb", 0x89),
+            _server_frame(b'ws",3]', 0x80),
+            _server_frame(b"\x00\x01", 0x82),  # a binary message: ignored
+        ])
+        for i in range(len(stream)):  # one byte per read: every header and payload is cut
+            sock.data_received(stream[i:i + 1])
+        assert await call == {"n": 1}
+        assert news == [medium, long, 3]
+        assert sock.connected
+        await _until(lambda: len(received) == 2)
+        assert received[0].data.startswith("421[")
+        assert received[1].type is aiohttp.WSMsgType.PONG and received[1].data == b"hb"
+    finally:
+        await sock.close()
+        await server.close()
+    # close() leaves the namespace, then closes the websocket normally.
+    assert [m.data for m in received[2:]] == ["41"] and close_codes == [1000]
+
+
+async def test_lean_socket_answers_pings_and_the_servers_close_frame() -> None:
+    seen: list[Any] = []
+
+    async def ping_then_close(ws: web.WebSocketResponse) -> None:
+        seen.append(await ws.receive())  # the call, left unanswered
+        await ws.ping(b"hb")
+        seen.append(await ws.receive())
+        started = time.monotonic()
+        await ws.close(code=4001, message=b"bye")  # waits for the client's close frame (10 s at most)
+        seen.append(time.monotonic() - started)
+
+    server = await _engineio_stub(ping_then_close)
+    sock = LeanSocket()
+    try:
+        await sock.connect(f"http://127.0.0.1:{server.port}", {})
+        started = time.monotonic()
+        with pytest.raises(ConnectionError):  # the close fails the pending call at once
+            await sock.call("echo", {}, timeout=5)
+        assert time.monotonic() - started < 2 and not sock.connected
+        await _until(lambda: len(seen) == 3)
+        call, pong, close_wait = seen
+        assert call.data.startswith("421[")
+        assert pong.type is aiohttp.WSMsgType.PONG and pong.data == b"hb"
+        assert close_wait < 2  # the client answered the close frame
+        with pytest.raises(ConnectionError):
+            await sock.call("echo", {})
+    finally:
+        await sock.close()  # already closed: returns at once
+        await server.close()
+
+
+async def test_lean_socket_reports_a_refused_websocket_upgrade() -> None:
+    server = await _serve(web.Application())  # no Engine.IO endpoint: 404
+    try:
+        with pytest.raises(ConnectionError, match=r"refused the websocket upgrade: HTTP/1\.1 404"):
+            await LeanSocket().connect(f"http://127.0.0.1:{server.port}", {})
+    finally:
+        await server.close()
+
+
+async def test_lean_socket_drops_a_connection_that_breaks_the_protocol() -> None:
+    async def wait(ws: web.WebSocketResponse) -> None:
+        await ws.receive()
+
+    server = await _engineio_stub(wait)
+    sock = LeanSocket()
+    try:
+        await sock.connect(f"http://127.0.0.1:{server.port}", {})
+        call = asyncio.ensure_future(sock.call("echo", {}, timeout=5))
+        await asyncio.sleep(0)
+        sock.data_received(_server_frame(b"?", 0x83))  # a reserved opcode
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(call, 2)
+        assert not sock.connected
+    finally:
+        await sock.close()
+        await server.close()
+
+
+async def test_pacer_shares_one_timer_per_tick_never_wakes_early_and_releases_everyone() -> None:
+    from loadtests.sockets import Pacer
+
+    pacer = Pacer()
+    tick = Pacer.TICK_S
+    boundary = (math.ceil(time.monotonic() / tick) + 5) * tick
+    deadlines = [boundary + tick * part for part in (0.1, 0.5, 0.9)]  # all end on the tick after `boundary`
+    woke: list[float] = []
+
+    async def pause(deadline: float) -> None:
+        await pacer.pause_until(deadline)
+        woke.append(time.monotonic())
+
+    pauses = asyncio.gather(*(pause(d) for d in deadlines))
+    await asyncio.sleep(0)
+    assert len(pacer._ticks) == 1  # one timer for the three pauses
+    await pauses
+    assert min(woke) >= deadlines[-1] - 0.002  # none before its deadline (the loop's ms timer resolution)
+    pending = asyncio.ensure_future(pacer.pause_until(time.monotonic() + 60))
+    await asyncio.sleep(0)
+    pacer.set()
+    await asyncio.wait_for(pending, 5)
+    await asyncio.wait_for(pacer.pause_until(time.monotonic() + 60), 5)  # after the release: at once

@@ -608,7 +608,7 @@ def fanout(ctx: Context, result: ScenarioResult) -> None:
     n_partners = ctx.size(5000, 1000)
     n_admins = 10
     n_tracked = ctx.size(50, 10)
-    window = ctx.size(12.0, 5.0)
+    window = ctx.size(30.0, 5.0)  # ~1,500 customer deliveries: the p99 rests on ~15 of them, not 6
 
     async def seed(d: Any) -> tuple[list[str], list[str], list[str]]:
         await fixtures.ensure_catalog(d, ctx.settings)

@@ -36,6 +36,7 @@ STATE_FIELDS = ("lat", "lng", "ts", "seen", "heading", "speed", "online", "order
 # Changes older than this are trimmed from FLEET_CHANGED; ticks only look back a few seconds.
 CHANGED_KEEP_MS = 120_000
 STATE_PREFIX = PARTNER_STATE.split("{", 1)[0]
+STATES_PER_SCRIPT = 5_000
 
 # One micro-batch of fixes in one command: packing thousands of GEOADD/HSET/ZADD commands costs
 # the client far more CPU than Redis spends running them, so the batch travels as one JSON
@@ -233,8 +234,13 @@ class FleetIndex:
         if not partner_ids:
             return []
         n = len(STATE_FIELDS)
-        flat = await self._read_states(args=[STATE_PREFIX, n, *STATE_FIELDS, *partner_ids])
-        return [parse_state(pid, flat[i * n:(i + 1) * n]) for i, pid in enumerate(partner_ids)]
+        out: list[PartnerState] = []
+        # A script holds Redis for as long as it runs: a few thousand hashes (a few ms) at a time.
+        for start in range(0, len(partner_ids), STATES_PER_SCRIPT):
+            chunk = partner_ids[start:start + STATES_PER_SCRIPT]
+            flat = await self._read_states(args=[STATE_PREFIX, n, *STATE_FIELDS, *chunk])
+            out.extend(parse_state(pid, flat[i * n:(i + 1) * n]) for i, pid in enumerate(chunk))
+        return out
 
     async def offers_held(self, partner_ids: Sequence[str]) -> list[bool]:
         if not partner_ids:

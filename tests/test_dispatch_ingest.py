@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from core import keys
 from core.contracts import FLEET_GEO, FLEET_ONLINE, FLEET_SEEN, PARTNER_STATE, LocationPoint
@@ -108,3 +109,19 @@ async def test_the_rest_fallback_uses_the_same_validation(start_env: StartEnv) -
     assert result.accepted == 1
     assert [r["code"] for r in result.rejected] == ["too_frequent", "impossible_speed"]
     assert await env.redis.zscore(FLEET_SEEN, pid) is not None
+
+
+async def test_states_are_read_in_order_across_script_chunks(start_env: StartEnv, monkeypatch: Any) -> None:
+    from dispatch import fleet as fleet_module
+    from dispatch.server import ENGINE
+
+    env = await start_env()
+    index = env.app[ENGINE].fleet
+    monkeypatch.setattr(fleet_module, "STATES_PER_SCRIPT", 3)  # 8 partners: chunks of 3, 3 and 2
+    ids = [f"chunk-{i}" for i in range(8)]
+    for i, pid in enumerate(ids):
+        await env.redis.hset(fleet_module.state_key(pid), mapping={"lat": 12.9 + i / 100, "lng": 77.6, "ts": i})
+    states = await index.states([*ids, "nobody"])
+    assert [s.id for s in states] == [*ids, "nobody"]
+    assert [s.ts for s in states[:-1]] == list(range(8)) and states[-1].lat is None
+    assert [round(s.lat or 0, 2) for s in states[:-1]] == [round(12.9 + i / 100, 2) for i in range(8)]

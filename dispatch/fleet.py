@@ -140,14 +140,22 @@ class PartnerState:
         return self.seen > 0 and now - self.seen <= stale_ms
 
     def status(self, now: int, stale_ms: int, offered: bool = False) -> str:
-        """Map status: busy with a job, offered, idle, offline (off duty) or stale (not heard)."""
-        if not self.online:
-            return "offline"
-        if not self.fresh(now, stale_ms):
-            return "stale"
-        if self.order_id:
-            return "busy"
-        return "offered" if offered else "idle"
+        return map_status(self.online, self.seen, self.order_id, offered, now, stale_ms)
+
+
+def map_status(online: bool, seen: int, order_id: str | None, offered: bool, now: int, stale_ms: int) -> str:
+    """Map status: busy with a job, offered, idle, offline (off duty) or stale (not heard)."""
+    if not online:
+        return "offline"
+    if not (seen > 0 and now - seen <= stale_ms):
+        return "stale"
+    if order_id:
+        return "busy"
+    return "offered" if offered else "idle"
+
+
+# What the live map shows of a partner, read by fleet ticks for thousands of partners at once.
+MAP_FIELDS = ("lat", "lng", "seen", "online", "order_id")
 
 
 def _float(value: str | None) -> float | None:
@@ -231,15 +239,18 @@ class FleetIndex:
             await self.set_job(partner_id, None)
 
     async def states(self, partner_ids: Sequence[str]) -> list[PartnerState]:
-        if not partner_ids:
-            return []
-        n = len(STATE_FIELDS)
-        out: list[PartnerState] = []
+        rows = await self.fields(partner_ids, STATE_FIELDS)
+        return [parse_state(pid, row) for pid, row in zip(partner_ids, rows, strict=True)]
+
+    async def fields(self, partner_ids: Sequence[str], names: Sequence[str]) -> list[list[str | None]]:
+        """The named fields of each partner's state hash, in order (None where missing)."""
+        n = len(names)
+        out: list[list[str | None]] = []
         # A script holds Redis for as long as it runs: a few thousand hashes (a few ms) at a time.
         for start in range(0, len(partner_ids), STATES_PER_SCRIPT):
             chunk = partner_ids[start:start + STATES_PER_SCRIPT]
-            flat = await self._read_states(args=[STATE_PREFIX, n, *STATE_FIELDS, *chunk])
-            out.extend(parse_state(pid, flat[i * n:(i + 1) * n]) for i, pid in enumerate(chunk))
+            flat = await self._read_states(args=[STATE_PREFIX, n, *names, *chunk])
+            out.extend(flat[i * n:(i + 1) * n] for i in range(len(chunk)))
         return out
 
     async def offers_held(self, partner_ids: Sequence[str]) -> list[bool]:

@@ -175,7 +175,8 @@ async def test_a_tick_carries_every_change_up_to_itself_exactly_once(start_env: 
     await live.tick()  # the partner's going on duty, from before the snapshot
     moved = destination(CENTER[0], CENTER[1], 90, 40)
     assert (await ping(sock, *moved, ts=now_ms() + 1_100))["ok"]  # acknowledged = written to Redis
-    first = await live.tick()  # at once: no safety lag holds a written change back
+    await asyncio.sleep(0.005)  # ticks read up to Redis's clock - 1 ms: a write this very ms is next tick's
+    first = await live.tick()  # then at once: no 250 ms safety lag holds a written change back
     entries = [p for _, message in first for p in message["partners"] if p["id"] == pid]
     assert [(round(e["lat"], 6), round(e["lng"], 6)) for e in entries] == [(round(moved[0], 6), round(moved[1], 6))]
     assert await live.tick() == []  # and never twice

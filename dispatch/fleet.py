@@ -137,17 +137,19 @@ class PartnerState:
     idle_since: int
 
     def fresh(self, now: int, stale_ms: int) -> bool:
-        return self.seen > 0 and now - self.seen <= stale_ms
+        return is_fresh(self.seen, now, stale_ms)
 
-    def status(self, now: int, stale_ms: int, offered: bool = False) -> str:
-        return map_status(self.online, self.seen, self.order_id, offered, now, stale_ms)
+
+def is_fresh(seen: int, now: int, stale_ms: int) -> bool:
+    """Heard from within `stale_ms` (a partner never heard from is not fresh)."""
+    return seen > 0 and now - seen <= stale_ms
 
 
 def map_status(online: bool, seen: int, order_id: str | None, offered: bool, now: int, stale_ms: int) -> str:
     """Map status: busy with a job, offered, idle, offline (off duty) or stale (not heard)."""
     if not online:
         return "offline"
-    if not (seen > 0 and now - seen <= stale_ms):
+    if not is_fresh(seen, now, stale_ms):
         return "stale"
     if order_id:
         return "busy"

@@ -17,7 +17,7 @@ from core.orderflow import TRACKABLE
 from core.tasks import stop_if_cancelled
 from dispatch import acks
 from dispatch.emitter import Emitter
-from dispatch.fleet import MAP_FIELDS, FleetIndex, PartnerState, map_status
+from dispatch.fleet import MAP_FIELDS, FleetIndex, map_status
 from geo.distance import BBox, bbox_center_and_size, in_bbox, valid_bbox
 from geo.eta import eta_between
 
@@ -165,23 +165,17 @@ class Live:
         self.subs.pop(sid, None)
 
     async def _describe(self, ids: list[str], sub: FleetSub | None) -> list[dict[str, Any]]:
-        states = await self.fleet.states(ids)
-        held = await self.fleet.offers_held(ids)
-        now = now_ms()
-        out = []
-        for state, offered in zip(states, held, strict=True):
-            if state.lat is None or state.lng is None:
-                continue
-            if sub is not None and sub.bbox is not None and not in_bbox(state.lat, state.lng, sub.bbox):
-                continue
-            out.append(self._entry(state, offered, now))
-        return out
+        entries = await self._map_entries(ids)
+        if sub is None or sub.bbox is None:
+            return [entry for _, entry in entries]
+        return [entry for _, entry in entries if in_bbox(entry["lat"], entry["lng"], sub.bbox)]
 
-    def _map_entries(self, ids: list[str], rows: list[list[str | None]], held: list[bool],
-                     now: int) -> list[tuple[str, dict[str, Any]]]:
-        """(id, map entry) for each partner with a position, from the raw MAP_FIELDS: a tick
-        reads thousands, so this skips building a PartnerState for each."""
-        stale_ms = self.fleet.stale_ms
+    async def _map_entries(self, ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """(id, map entry) for each of `ids` with a position. Snapshots and ticks read thousands,
+        so only the map's fields are read and no PartnerState is built for each."""
+        rows = await self.fleet.fields(ids, MAP_FIELDS)
+        held = await self.fleet.offers_held(ids)
+        now, stale_ms = now_ms(), self.fleet.stale_ms
         out = []
         for pid, (lat, lng, seen, online, order_id), offered in zip(ids, rows, held, strict=True):
             if not lat or not lng:
@@ -191,10 +185,6 @@ class Live:
             out.append((pid, {"id": pid, "lat": float(lat), "lng": float(lng), "status": status,
                               "last_seen": seen_ms}))
         return out
-
-    def _entry(self, state: PartnerState, offered: bool, now: int) -> dict[str, Any]:
-        return {"id": state.id, "lat": state.lat, "lng": state.lng,
-                "status": state.status(now, self.fleet.stale_ms, offered), "last_seen": state.seen}
 
     async def tick(self) -> list[tuple[str, dict[str, Any]]]:
         """Deltas since the last tick, one message per subscribed admin that has changes.
@@ -206,12 +196,9 @@ class Live:
             self._last_tick = upto
             return []
         upto, changed = await self.fleet.changes_since(self._last_tick)
-        ids = sorted(changed)
-        rows = await self.fleet.fields(ids, MAP_FIELDS)
-        held = await self.fleet.offers_held(ids)
+        entries = await self._map_entries(sorted(changed))
         # Only now is the window consumed: a tick that failed on a Redis blip is retried whole.
         self._last_tick = upto
-        entries = self._map_entries(ids, rows, held, now_ms())
         whole = [entry for _, entry in entries]  # one list shared by every whole-fleet subscriber
         out: list[tuple[str, dict[str, Any]]] = []
         for sid, sub in list(self.subs.items()):

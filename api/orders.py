@@ -20,9 +20,10 @@ from pymongo.errors import DuplicateKeyError
 from api import reviews
 from api.catalog import catalog_of
 from api.paging import PageQuery, page_body, public
+from api.paymentflow import flow_of
 from api.routing import RouteTable
 from core import jsonutil, keys
-from core.errors import Conflict, NotFound, ValidationFailed
+from core.errors import AppError, Conflict, NotFound, ValidationFailed
 from core.http import json_response
 from core.jsonutil import iso
 from core.orderflow import ACTIVE, STATUSES, OrderFlow
@@ -209,6 +210,10 @@ async def create_order(request: web.Request, *, body: OrderCreate, user: Claims)
 
     now = iso()
     price = int(package["price"])
+    # Online payment options wait for the money before dispatch; cash goes straight to dispatch.
+    deposit = price * settings.deposit_rate_bp // 10_000
+    nothing_upfront = body.payment_option == "cash" or (body.payment_option == "deposit" and deposit == 0)
+    status = "placed" if nothing_upfront else "pending_payment"
     order: dict[str, Any] = {
         "_id": uuid.uuid4().hex, "customer_id": user.user_id, "package_id": package["id"],
         "package": {"name": package["name"], "price": price, "currency": package["currency"],
@@ -216,14 +221,15 @@ async def create_order(request: web.Request, *, body: OrderCreate, user: Claims)
         "event_date": body.event_date.isoformat(), "address": body.address.model_dump(),
         "guests": body.guests, "notes": body.notes, "payment_option": body.payment_option,
         "price": price, "currency": package["currency"],
-        "status": "placed", "version": 1,
-        "history": [{"status": "placed", "at": now, "by_role": "customer", "by": user.user_id, "reason": None}],
+        "status": status, "version": 1,
+        "history": [{"status": status, "at": now, "by_role": "customer", "by": user.user_id, "reason": None}],
+        "payment_status": "unpaid", "amount_due": price, "amount_paid": 0, "amount_refunded": 0,
         "offer_partner_ids": [], "offer_fence": 0, "offer_expires_ms": 0, "declined_partner_ids": [],
         "service_area": area.name, "idempotency_key": scoped_key, "request_hash": digest,
         "created_at": now, "updated_at": now, "notify_pending": 1, "notified_upto": 0, "reviewed": 0,
     }
     if body.payment_option == "deposit":
-        order["deposit_amount"] = price * settings.deposit_rate_bp // 10_000
+        order["deposit_amount"] = deposit
     # The unique index on the scoped key decides: no read before the write, so the common
     # case costs one round trip, and racing retries cannot both insert.
     try:
@@ -233,7 +239,7 @@ async def create_order(request: web.Request, *, body: OrderCreate, user: Claims)
         if existing is None:
             raise
         return json_response(customer_view(existing), status=200)
-    logger.info("order %s placed for package %s", order["_id"], package["id"])
+    logger.info("order %s %s for package %s", order["_id"], status, package["id"])
     await OrderFlow(db, request.config_dict[keys.REDIS]).announce(order, prev_status=None, by_role="customer")
     return json_response(customer_view(order), status=201)
 
@@ -346,9 +352,17 @@ async def cancel_order(request: web.Request, *, body: CancelRequest, user: Claim
     flow = OrderFlow(db, request.config_dict[keys.REDIS])
     after = await flow.transition(
         order_id, "cancelled", by_role=user.role, by_id=user.user_id, reason=body.reason,
-        allowed_from=allowed, set_fields={"offer_partner_ids": [], "offer_expires_ms": 0, "cancelled_at": iso()},
+        allowed_from=allowed, set_fields={"offer_partner_ids": [], "offer_expires_ms": 0, "cancelled_at": iso(),
+                                          "amount_due": 0},
         conflict_message="this order can no longer be cancelled",
     )
+    if int(after.get("amount_paid") or 0) > 0 or after.get("payment_option") != "cash":
+        # Refund what the policy gives back. A provider that is down does not undo the cancellation:
+        # the refund stays owed and the payments sweep asks again.
+        try:
+            after = await flow_of(request).settle_order(order_id) or after
+        except AppError as exc:
+            logger.warning("refund for cancelled order %s deferred: %s", order_id, exc.code)
     return json_response(customer_view(after) if user.role == "customer" else admin_view(after))
 
 

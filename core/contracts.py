@@ -40,6 +40,27 @@ class OrderEvent(BaseModel):
     reason: str | None = None
 
 
+PAYMENT_EVENTS = "pp:events:payments"
+
+
+class PaymentEvent(BaseModel):
+    """Published on PAYMENT_EVENTS after an order's money changed (a capture, a refund); the
+    dispatch engine relays it to the order's room and the admins as `payment_status`."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["payment_status"] = "payment_status"
+    order_id: str
+    customer_id: str
+    status: str  # the order's status after the change
+    version: int  # the order's version: the same counter as order_status
+    payment_status: Literal["unpaid", "deposit_paid", "paid", "partially_refunded", "refunded"]
+    amount_due: int
+    amount_paid: int
+    amount_refunded: int
+    currency: str
+    at: str
+
+
 class PartnerEvent(BaseModel):
     """Published on PARTNER_EVENTS when an admin changes a partner's standing."""
 

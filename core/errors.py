@@ -9,7 +9,8 @@
     ├── PayloadTooLarge       413 payload_too_large
     ├── ValidationFailed      422 validation_error (details: per-field list)
     ├── RateLimited           429 rate_limited (retry_after seconds)
-    └── ServiceUnavailable    503 store_unavailable
+    ├── BadGateway            502 payment_refused (details: retryable)
+    └── ServiceUnavailable    503 store_unavailable / payment_provider_unavailable
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ class RateLimited(AppError):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, code=code, details={"retry_after": retry_after})
         self.retry_after = retry_after
+
+
+class BadGateway(AppError):
+    status = 502
+    default_code = "bad_gateway"
 
 
 class ServiceUnavailable(AppError):

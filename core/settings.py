@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - refused in production
+DEV_SIMULATOR_SECRET = "whsec_dev-simulator-0123456789abcdef"  # noqa: S105 - signs simulated webhooks only
 
 # Settings read under a well-known name; every other field is read as PARTYPILOT_<FIELD>.
 _PLAIN_NAMES = {
@@ -100,6 +101,23 @@ class Settings(BaseModel):
     google_maps_api_key: SecretStr | None = None
     google_maps_api_base: str | None = None
 
+    # payments (docs/payments.md)
+    # None: the simulator runs when no real provider is configured. Production runs it only when
+    # this is set to true explicitly (a demo deployment); false switches it off.
+    payments_simulator: bool | None = None
+    payments_simulator_secret: SecretStr = SecretStr(DEV_SIMULATOR_SECRET)
+    # Where the simulator POSTs its webhooks; default: this process's own /api/payments/webhooks/simulated.
+    payments_simulator_webhook_url: str | None = None
+    payment_timeout_s: float = Field(20.0, gt=0, le=120)
+    # An order left unpaid this long is cancelled (and its customer told).
+    payment_expiry_s: int = Field(30 * 60, ge=60)
+    # Share of the paid amount refunded when an order is cancelled after a partner was assigned
+    # (before that: everything; from en_route on: nothing unless an admin refunds).
+    refund_after_assign_bp: int = Field(5000, ge=0, le=10000)
+    # Stripe signs webhooks with a timestamp: older than this is refused, and so is a timestamp
+    # this far in the future (clock skew beyond it means a forged or replayed header).
+    webhook_tolerance_s: int = Field(300, ge=10, le=3600)
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -138,6 +156,13 @@ class Settings(BaseModel):
                     f"{env_name('allowed_origins')} must list the public origins in production, "
                     f"not {origin}"
                 )
+        real_payments = bool(self.stripe_secret_key) or bool(self.razorpay_key_id and self.razorpay_key_secret)
+        if not real_payments and self.payments_simulator is not True:
+            raise SettingsError(
+                f"no payment provider is configured: set {env_name('stripe_secret_key')} or "
+                f"{env_name('razorpay_key_id')} and {env_name('razorpay_key_secret')}, or set "
+                f"{env_name('payments_simulator')}=true to run a demo with simulated payments"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], env_file: Path | None = None, **overrides: Any) -> Settings:

@@ -16,10 +16,12 @@ from core.contracts import (
     OFFER_EVENTS,
     ORDER_EVENTS,
     PARTNER_EVENTS,
+    PAYMENT_EVENTS,
     SESSION_EVENTS,
     OfferReplyEvent,
     OrderEvent,
     PartnerEvent,
+    PaymentEvent,
     SessionEvent,
 )
 from core.orderflow import OrderFlow
@@ -94,6 +96,7 @@ class Engine:
             OFFER_EVENTS: _parsed(OfferReplyEvent, self._offer_event),
             PARTNER_EVENTS: _parsed(PartnerEvent, self._partner_event),
             SESSION_EVENTS: _parsed(SessionEvent, self._session_event),
+            PAYMENT_EVENTS: _parsed(PaymentEvent, self.live.on_payment_event),
         }, on_resubscribe=self.resync)
 
     async def start(self, tasks: TaskOwner) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from core.contracts import LocationPoint, OrderEvent
+from core.contracts import LocationPoint, OrderEvent, PaymentEvent
 from core.jsonutil import now_ms
 from core.orderflow import TRACKABLE
 from core.tasks import stop_if_cancelled
@@ -86,6 +86,14 @@ class Live:
         for pid in (p for p in lost if p != event.partner_id):  # a replaced partner, not told by whom
             await self.emitter.emit("order_status", {**message, "partner_id": None}, f"partner:{pid}", local=True)
         return lost
+
+    async def on_payment_event(self, event: PaymentEvent) -> None:
+        """Relay an order's money change: amounts to the admins; to the order's room (which tracking-link
+        guests share with the customer) only that it changed, so the customer re-reads it over REST."""
+        full = event.model_dump(exclude={"type", "customer_id"})
+        hint = {k: full[k] for k in ("order_id", "status", "version", "payment_status", "at")}
+        await self.emitter.emit("payment_status", hint, f"order:{event.order_id}", local=True)
+        await self.emitter.emit("payment_status", full, "admins", local=True)
 
     def load_jobs(self, jobs: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the job map with MongoDB's view (start-up and periodic sweep)."""

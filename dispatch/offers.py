@@ -99,6 +99,8 @@ class Offers:
 
     async def on_order_event(self, event: OrderEvent) -> None:
         """React to a committed order change (received by every process)."""
+        if event.status == "pending_payment":
+            return  # not ours until it is paid and placed
         if event.status == "placed":
             if event.prev_status == "offered" and event.by_role == BY_ROLE:
                 return  # we gave up on it: it waits for manual assignment

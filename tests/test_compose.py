@@ -133,13 +133,24 @@ def test_secrets_and_origins_are_required_variables(services: dict[str, dict[str
 
 def test_the_app_accepts_the_compose_environment_in_production(services: dict[str, dict[str, Any]]) -> None:
     given = {"JWT_SECRET": "s" * 48, "PARTYPILOT_ALLOWED_ORIGINS": "https://partypilot.example.com",
-             "PARTYPILOT_PUBLIC_URL": "https://partypilot.example.com"}
+             "PARTYPILOT_PUBLIC_URL": "https://partypilot.example.com", "STRIPE_SECRET_KEY": "sk_live_" + "k" * 24,
+             "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 24}
     environ = {name: interpolate(value, given) for name, value in app_environment(services["app1"]).items()}
     settings = Settings.from_env(environ)
     assert settings.is_production
     assert settings.port == 8080 and settings.host == "0.0.0.0"
     assert settings.trust_proxy
-    assert settings.stripe_secret_key is None  # empty means the local implementation
+    assert settings.stripe_secret_key is not None and settings.stripe_webhook_secret is not None
+    assert settings.razorpay_key_id is None  # empty means not configured
+
+    # Without a payment provider, production refuses to start unless the simulator is asked for.
+    unpaid = {name: interpolate(value, {**given, "STRIPE_SECRET_KEY": ""})
+              for name, value in app_environment(services["app1"]).items()}
+    with pytest.raises(SettingsError, match="PARTYPILOT_PAYMENTS_SIMULATOR"):
+        Settings.from_env(unpaid)
+    demo = {name: interpolate(value, {**given, "STRIPE_SECRET_KEY": "", "PARTYPILOT_PAYMENTS_SIMULATOR": "true"})
+            for name, value in app_environment(services["app1"]).items()}
+    assert Settings.from_env(demo).payments_simulator is True
 
     # The production check still bites: a short secret is refused, naming the variable.
     weak = {**environ, "JWT_SECRET": "short"}

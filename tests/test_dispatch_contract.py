@@ -14,8 +14,10 @@ from dispatch import acks
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "events.md").read_text(encoding="utf-8")
 CLIENT_EVENTS = ("auth", "location", "location_batch", "availability", "offer_reply", "track", "fleet_subscribe",
                  "fleet_unsubscribe")
-SERVER_EVENTS = ("offer", "offer_revoked", "order_status", "partner_location", "fleet", "dispatch_alert")
-MODELS = ("OrderEvent", "PartnerEvent", "SessionEvent", "OfferReplyEvent", "LocationPoint", "OfferMessage",
+SERVER_EVENTS = ("offer", "offer_revoked", "order_status", "partner_location", "fleet", "dispatch_alert",
+                 "payment_status")
+MODELS = ("OrderEvent", "PaymentEvent", "PartnerEvent", "SessionEvent", "OfferReplyEvent", "LocationPoint",
+          "OfferMessage",
           "OfferRevokedMessage", "OrderStatusMessage", "PartnerLocationMessage", "FleetMessage",
           "DispatchAlertMessage")
 

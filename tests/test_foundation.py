@@ -67,9 +67,23 @@ def test_production_refuses_a_short_secret_and_local_origins() -> None:
 
 def test_production_accepts_a_real_secret_and_origin() -> None:
     settings = Settings.from_env({"PARTYPILOT_ENV": "production", "JWT_SECRET": "x" * 40,
-                                  "PARTYPILOT_ALLOWED_ORIGINS": "https://partypilot.example"})
+                                  "PARTYPILOT_ALLOWED_ORIGINS": "https://partypilot.example",
+                                  "STRIPE_SECRET_KEY": "sk_live_" + "y" * 24})
     assert settings.is_production
-    assert "x" * 40 not in repr(settings)
+    assert "x" * 40 not in repr(settings) and "y" * 24 not in repr(settings)
+
+
+def test_production_refuses_simulated_payments_unless_asked_for() -> None:
+    base = {"PARTYPILOT_ENV": "production", "JWT_SECRET": "x" * 40,
+            "PARTYPILOT_ALLOWED_ORIGINS": "https://partypilot.example"}
+    with pytest.raises(SettingsError, match="PARTYPILOT_PAYMENTS_SIMULATOR"):
+        Settings.from_env(base)
+    with pytest.raises(SettingsError, match="STRIPE_SECRET_KEY"):
+        Settings.from_env({**base, "PARTYPILOT_PAYMENTS_SIMULATOR": "false"})
+    demo = Settings.from_env({**base, "PARTYPILOT_PAYMENTS_SIMULATOR": "true"})
+    assert demo.payments_simulator is True
+    razorpay = Settings.from_env({**base, "RAZORPAY_KEY_ID": "rzp_live_x", "RAZORPAY_KEY_SECRET": "s" * 24})
+    assert razorpay.razorpay_key_id == "rzp_live_x"
 
 
 def test_wildcard_origins_are_refused() -> None:

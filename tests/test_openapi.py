@@ -152,7 +152,7 @@ async def test_every_route_with_an_id_answers_404_for_an_unknown_one(
     # A valid body per route, so that only the id can be wrong.
     bodies: dict[str, dict[str, Any]] = {
         "review_order": {"rating": 5}, "change_status": {"status": "en_route"}, "update_package": {"price": 100},
-        "assign_order": {"partner_id": users["partner"]},
+        "assign_order": {"partner_id": users["partner"]}, "admin_refund": {"reason": "fuzz"},
     }
     with_ids = [r for r in api.all_routes() if "{" in r.path and r.roles is not None]
     assert len(with_ids) >= 12

@@ -58,12 +58,14 @@ async def test_customer_places_an_order_priced_by_the_server(
     resp = await client.post("/api/orders", json=order_body(package_id), headers={**auth, **key()})
     assert resp.status == 201, await resp.text()
     order = await resp.json()
-    assert order["status"] == "placed" and order["version"] == 1
+    # A deposit order waits for its deposit before dispatch (tests/test_payments.py pays it).
+    assert order["status"] == "pending_payment" and order["version"] == 1
+    assert order["payment_status"] == "unpaid" and order["amount_due"] == 2_499_900 and order["amount_paid"] == 0
     assert order["price"] == 2_499_900 and order["currency"] == "INR"
     assert order["package"]["name"].startswith("Test Package") and order["package"]["price"] == 2_499_900
     assert order["deposit_amount"] == 2_499_900 * 3000 // 10_000
     assert order["customer_id"] == user_id and order["service_area"] == "Bengaluru Central"
-    assert [h["status"] for h in order["history"]] == ["placed"]
+    assert [h["status"] for h in order["history"]] == ["pending_payment"]
     assert "idempotency_key" not in order and "offer_partner_ids" not in order
 
     stored = await db.orders.find_one({"_id": order["id"]})
@@ -75,7 +77,7 @@ async def test_customer_places_an_order_priced_by_the_server(
     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
     assert message is not None
     event = OrderEvent.model_validate_json(message["data"])
-    assert event.order_id == order["id"] and event.status == "placed" and event.prev_status is None
+    assert event.order_id == order["id"] and event.status == "pending_payment" and event.prev_status is None
     assert event.pickup is not None and event.pickup.lat == BENGALURU["lat"]
     await pubsub.aclose()  # type: ignore[no-untyped-call]
 

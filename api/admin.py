@@ -312,7 +312,8 @@ def _order_filter(query: AdminOrderQuery) -> dict[str, Any]:
 
 
 CSV_COLUMNS = ("id", "created_at", "status", "customer_id", "partner_id", "package", "category", "event_date",
-               "city", "postal_code", "guests", "payment_option", "price", "currency", "notes")
+               "city", "postal_code", "guests", "payment_option", "price", "currency", "payment_status",
+               "amount_paid", "amount_refunded", "amount_due", "notes")
 
 
 def csv_cell(value: Any) -> Any:
@@ -335,7 +336,8 @@ def orders_csv(orders: Iterable[Mapping[str, Any]]) -> str:
         row = (order["_id"], order.get("created_at"), order.get("status"), order.get("customer_id"),
                order.get("partner_id"), package.get("name"), package.get("category"), order.get("event_date"),
                address.get("city"), address.get("postal_code"), order.get("guests"), order.get("payment_option"),
-               order.get("price"), order.get("currency"), order.get("notes"))
+               order.get("price"), order.get("currency"), order.get("payment_status"), order.get("amount_paid"),
+               order.get("amount_refunded"), order.get("amount_due"), order.get("notes"))
         writer.writerow([csv_cell(v) for v in row])
     return out.getvalue()
 

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "Simulator-Signature"
 EVENT_ID_HEADER = "Simulator-Event-Id"
 WEBHOOK_PATH = "/api/payments/webhooks/simulated"
-_EVENT_KINDS: dict[str, EventKind] = {
+EVENT_KINDS: dict[str, EventKind] = {
     "payment.succeeded": "payment_succeeded",
     "payment.failed": "payment_failed",
     "refund.succeeded": "refund_succeeded",
@@ -187,7 +187,7 @@ class SimulatedPayments:
             event_id, kind_name = str(event["id"]), str(event["type"])
         except (ValueError, KeyError, TypeError):
             raise SignatureError("the body is not a simulator event") from None
-        kind = _EVENT_KINDS.get(kind_name, "ignored")
+        kind = EVENT_KINDS.get(kind_name, "ignored")
         if kind.startswith("refund"):
             return ProviderEvent(event_id=event_id, type=kind_name, kind=kind, provider_payment_id=data.get("payment"),
                                  provider_refund_id=data.get("id"), amount=data.get("amount"),

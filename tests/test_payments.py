@@ -435,3 +435,40 @@ async def test_a_payment_landing_after_expiry_is_refunded_in_full(
     after = await stored_order(pay_client, order["id"])
     assert after["status"] == "refunded" and after["amount_paid"] == DEPOSIT and after["amount_refunded"] == DEPOSIT
 
+
+
+async def test_the_sweep_finishes_what_a_crash_left_half_done(
+    pay_client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    """A process died (1) after marking a payment captured but before updating its order, and (2)
+    after reserving a refund but before asking the provider. The sweep completes both, once."""
+    _, auth, order = await customer_with_order(pay_client, token_for, payment_option="full", price=PRICE)
+    resp = await pay_client.post("/api/payments/simulated/create-payment", json={"order_id": order["id"]},
+                                 headers=auth)
+    created = await resp.json()
+    await simulator(pay_client.app).complete(created["provider_payment_id"], "succeeded")
+    await db_of(pay_client.app).simulator_webhooks.delete_many({})  # its webhook never arrives
+    payments = flow(pay_client.app)
+    await payments.transition(created["payment_id"], "succeeded", by_role="customer")  # ... and then the crash
+    assert (await stored_order(pay_client, order["id"]))["status"] == "pending_payment"
+
+    await payments.sweep()
+    after = await stored_order(pay_client, order["id"])
+    assert after["status"] == "placed" and after["amount_paid"] == PRICE and after["payment_status"] == "paid"
+
+    db = db_of(pay_client.app)
+    payment = await db.payments.find_one({"_id": created["payment_id"]})
+    assert payment is not None
+    reserved = {"id": "rf_crashed", "idempotency_key": "admin:crashed-1", "amount": 250_000, "status": "pending",
+                "provider_refund_id": None, "reason": "crash test", "by_role": "admin", "by": "a1", "at": iso()}
+    await db.payments.update_one({"_id": payment["_id"]}, {"$set": {"refunds": [reserved],
+                                                                     "version": payment["version"] + 1}})
+    await payments.sweep()
+    await payments.sweep()
+    payment = await db.payments.find_one({"_id": created["payment_id"]})
+    assert payment is not None
+    assert [(r["id"], r["status"]) for r in payment["refunds"]] == [("rf_crashed", "succeeded")]
+    assert payment["status"] == "partially_refunded" and payment["amount_refunded"] == 250_000
+    sim_payment = await db.simulator_payments.find_one({"_id": created["provider_payment_id"]})
+    assert sim_payment is not None and [r["amount"] for r in sim_payment["refunds"]] == [250_000]
+    assert (await stored_order(pay_client, order["id"]))["amount_refunded"] == 250_000

@@ -76,6 +76,8 @@ OPEN = frozenset({"created", "failed"})
 PAYABLE_ORDER = frozenset({"pending_payment", "placed", "offered", "assigned", "en_route", "arrived",
                            "setup_complete", "completed"})
 _MAX_RACES = 8
+# A refused cancellation refund (say, a rotated key) is retried by the sweep this many times in all.
+CANCEL_REFUND_ATTEMPTS = 3
 # Internal fields no API response carries.
 _INTERNAL = frozenset({"checkout_key", "client_secret", "applied", "version"})
 
@@ -576,13 +578,20 @@ class PaymentFlow:
         for payment in payments:
             if payment["status"] not in CAPTURED:
                 continue
-            key = f"cancel:{order['_id']}"
-            # Asked once per payment; a refund still pending at the provider is settled by its webhook,
-            # one whose answer was lost by the sweep.
-            if any(r.get("idempotency_key") == key for r in payment.get("refunds") or []):
+            # One attempt at a time per payment: a refund still pending at the provider is settled
+            # by its webhook (or, if its answer was lost, asked again by the sweep); one the provider
+            # refused is tried again with a new key, up to CANCEL_REFUND_ATTEMPTS, then left to an admin.
+            ours = [r for r in payment.get("refunds") or []
+                    if str(r.get("idempotency_key") or "").startswith(f"cancel:{order['_id']}")]
+            if any(r.get("status") != "failed" for r in ours):
                 continue
+            if len(ours) >= CANCEL_REFUND_ATTEMPTS:
+                logger.error("cancellation refund of payment %s refused %d times; an admin must refund it",
+                             payment["_id"], len(ours))
+                continue
+            key = f"cancel:{order['_id']}:{len(ours)}"
             reserved = sum(int(r["amount"]) for r in payment.get("refunds") or []
-                           if r.get("status") in ("pending", "succeeded") and r.get("idempotency_key") != key)
+                           if r.get("status") in ("pending", "succeeded"))
             amount = min(int(payment["amount"]) * rate // 10_000, int(payment["amount"]) - reserved)
             if amount <= 0:
                 continue

@@ -10,7 +10,7 @@ import api
 from api import paymentflow
 from core.contracts import PaymentEvent
 from core.settings import Settings, env_name
-from gateway_clients import simulated_payments
+from gateway_clients import razorpay_payments, simulated_payments, stripe_payments
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "payments.md").read_text(encoding="utf-8")
 
@@ -37,7 +37,9 @@ def test_every_state_and_simulator_event_is_documented() -> None:
         assert f"| `{status}` |" in DOC, status
     assert set(typing.get_args(PaymentEvent.model_fields["payment_status"].annotation)) == set(
         typing.get_args(paymentflow.OrderPaymentStatus))
-    for event_type in simulated_payments.EVENT_KINDS:
+    acted_on = [*simulated_payments.EVENT_KINDS, *stripe_payments.PAYMENT_EVENTS, *stripe_payments.REFUND_EVENTS,
+                *razorpay_payments.EVENT_KINDS]
+    for event_type in acted_on:
         assert f"`{event_type}`" in DOC, event_type
     for header in (simulated_payments.SIGNATURE_HEADER, simulated_payments.EVENT_ID_HEADER):
         assert f"`{header}`" in DOC, header

@@ -109,6 +109,8 @@ class PaymentsConfig(BaseModel):
     providers: list[Literal["stripe", "razorpay", "simulated"]]
     currency: str
     deposit_rate_bp: int
+    payment_expiry_s: int = Field(description="unpaid orders are cancelled this long after they were placed")
+    refund_after_assign_bp: int = Field(description="share refunded when cancelled after a partner was assigned")
     stripe_publishable_key: str | None = None
     razorpay_key_id: str | None = None
 
@@ -168,7 +170,8 @@ async def payments_config(request: web.Request) -> web.Response:
     settings = request.config_dict[keys.SETTINGS]
     providers = request.config_dict[PROVIDERS]
     body = PaymentsConfig(providers=list(configured_providers(settings)), currency=settings.currency,
-                          deposit_rate_bp=settings.deposit_rate_bp,
+                          deposit_rate_bp=settings.deposit_rate_bp, payment_expiry_s=settings.payment_expiry_s,
+                          refund_after_assign_bp=settings.refund_after_assign_bp,
                           stripe_publishable_key=providers["stripe"].public_key if "stripe" in providers else None,
                           razorpay_key_id=providers["razorpay"].public_key if "razorpay" in providers else None)
     return json_response(body.model_dump(), headers={"Cache-Control": "no-cache"})
@@ -356,9 +359,24 @@ async def admin_list_payments(request: web.Request, *, query: AdminPaymentQuery)
             bucket["captured"] += int(doc.get("amount") or 0)
         bucket["refunded"] += int(doc.get("amount_refunded") or 0)
         bucket["net"] = bucket["captured"] - bucket["refunded"]
-    body = page_body([payment_view(d, admin=True) for d in docs], total, query)
+    body = page_body(await admin_rows(db, docs), total, query)
     body["totals"] = totals
     return json_response(body)
+
+
+async def admin_rows(db: Any, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Payment rows as admins see them, each with its customer's name and contacts (one query)."""
+    ids = list({str(d.get("customer_id")) for d in docs})
+    people = {str(u["_id"]): u for u in await db.users.find({"_id": {"$in": ids}}, {"name": 1, "email": 1, "phone": 1})
+              .to_list(None)} if ids else {}
+    rows = []
+    for doc in docs:
+        row = payment_view(doc, admin=True)
+        person = people.get(str(doc.get("customer_id")), {})
+        row["customer"] = {"name": person.get("name") or "", "email": person.get("email") or "",
+                           "phone": person.get("phone") or ""}
+        rows.append(row)
+    return rows
 
 
 def _idempotency_key(request: web.Request) -> str:
@@ -380,8 +398,9 @@ async def admin_refund(request: web.Request, *, body: RefundRequest, user: Claim
     key = _idempotency_key(request)
     doc = await flow_of(request).refund(request.match_info["id"], amount=body.amount, reason=body.reason,
                                         key=f"admin:{key}", by_role="admin", by_id=user.user_id)
-    order = await request.config_dict[keys.DB].orders.find_one({"_id": doc["order_id"]})
-    return json_response({"payment": payment_view(doc, admin=True),
+    db = request.config_dict[keys.DB]
+    order = await db.orders.find_one({"_id": doc["order_id"]})
+    return json_response({"payment": (await admin_rows(db, [doc]))[0],
                           "order": order_money_view(order) if order else None})
 
 

@@ -58,18 +58,24 @@ class Site:
         return await self.call("POST", "/api/admin/packages", json=body)
 
 
-@pytest.fixture
-async def site(aiohttp_server: Any, make_settings: Callable[..., Settings], redis: Redis,
-               token_for: Callable[[str, Role], str]) -> Site:
+async def start_site(aiohttp_server: Any, make_settings: Callable[..., Settings], redis: Redis,
+                     token_for: Callable[[str, Role], str], **overrides: Any) -> Site:
     """The whole product in development mode (sign-in answers carry dev_code) on a known port,
-    so the page's origin can be on the Socket.IO and refresh-cookie allow-lists."""
+    so the page's origin can be on the Socket.IO and refresh-cookie allow-lists, and the payment
+    simulator's webhooks reach this app."""
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
-    settings = make_settings(env="development", allowed_origins=(origin,))
+    settings = make_settings(env="development", allowed_origins=(origin,), port=port, **overrides)
     app = create_app(settings)
     await aiohttp_server(app, host="127.0.0.1", port=port)
     admin_id = await ensure_admin(app[keys.DB], settings.dev_admin_email)
     return Site(origin, app, settings, redis, token_for(admin_id, "admin"))
+
+
+@pytest.fixture
+async def site(aiohttp_server: Any, make_settings: Callable[..., Settings], redis: Redis,
+               token_for: Callable[[str, Role], str]) -> Site:
+    return await start_site(aiohttp_server, make_settings, redis, token_for)
 
 
 async def add_partner(site: Site, name: str, email: str) -> str:
@@ -85,10 +91,11 @@ async def add_partner(site: Site, name: str, email: str) -> str:
     return partner_id
 
 
-async def place_order(site: Site, token: str, package_id: str, lat: float = 12.94, lng: float = 77.62) -> Any:
+async def place_order(site: Site, token: str, package_id: str, lat: float = 12.94, lng: float = 77.62,
+                      payment_option: str = "cash") -> Any:
     """POST /api/orders as the customer whose token this is."""
     body = {"package_id": package_id, "event_date": (date.today() + timedelta(days=3)).isoformat(), "guests": 20,
-            "notes": "", "payment_option": "cash",
+            "notes": "", "payment_option": payment_option,
             "address": {"line1": "5 Church St", "city": "Bengaluru", "postal_code": "560001", "lat": lat, "lng": lng}}
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
     async with aiohttp.ClientSession() as http, http.post(site.url + "/api/orders", json=body, headers=headers) as res:
@@ -165,7 +172,18 @@ async def test_customer_signs_in_searches_and_places_an_order(site: Site, chromi
         await page.get_by_label("Pay in full now").check()
         await page.get_by_role("button", name="Place order").click()
 
+        # The order waits for its money: the checkout comes first, with the simulator's test form.
+        await page.get_by_text("Test checkout — no real money").wait_for()
+        assert await page.locator("#pay-amount").inner_text() == "₹99,000.00"
+        pending = await site.db.orders.find_one({})
+        assert pending["status"] == "pending_payment" and pending["payment_status"] == "unpaid"
+        await page.get_by_role("button", name="Pay ₹99,000.00").click()
+
         await page.locator("#order-detail-title", has_text="Garden Wedding Deluxe").wait_for()
+        assert await page.locator("#money-words").inner_text() == "Paid in full: ₹99,000.00"
+        paid = await site.db.orders.find_one({})
+        assert paid["status"] == "placed" and paid["payment_status"] == "paid"
+        assert paid["amount_paid"] == 9_900_000 and paid["amount_due"] == 0
         assert await page.locator(".order-notes").inner_text() == "<script>window.__xss=1</script>Gate 3"
         assert await page.evaluate("window.__xss") is None
 
@@ -177,9 +195,12 @@ async def test_customer_signs_in_searches_and_places_an_order(site: Site, chromi
         await page.get_by_role("button", name="Details of Garden Wedding Deluxe").click()
         await page.get_by_role("button", name="Cancel order").click()
         await page.get_by_label("Reason").fill("date moved")
+        await page.get_by_text("Everything you paid (₹99,000.00) comes back to you.").wait_for()
         await page.get_by_role("button", name="Yes, cancel the order").click()
-        await page.locator("#order-detail-status", has_text="Cancelled").wait_for()
+        # Cancelled before a partner was assigned: all of it goes back, and the order ends refunded.
+        await page.locator("#order-detail-status", has_text="Refunded").wait_for()
         await page.locator(".timeline li", has_text="date moved").wait_for()
+        assert await page.locator("#money-words").inner_text() == "₹99,000.00 refunded in full"
         b.assert_no_errors()
 
     orders = await site.db.orders.find({}).to_list(None)
@@ -188,7 +209,9 @@ async def test_customer_signs_in_searches_and_places_an_order(site: Site, chromi
     assert order["package_id"] == garden["id"]
     assert order["price"] == 9_900_000  # the server's price, not anything the page sent
     assert order["payment_option"] == "full"
-    assert order["status"] == "cancelled"
+    assert order["status"] == "refunded" and order["payment_status"] == "refunded"
+    assert order["amount_refunded"] == order["price"] == order["amount_paid"]
+    assert [h["status"] for h in order["history"]][-2:] == ["cancelled", "refunded"]
     assert order["event_date"] == event_day
     assert abs(order["address"]["lat"] - VENUE[0]) < 0.05 and abs(order["address"]["lng"] - VENUE[1]) < 0.05
 

@@ -55,7 +55,9 @@ async def test_a_deposit_order_waits_for_payment_and_is_not_dispatched(
     assert (order["amount_due"], order["amount_paid"], order["amount_refunded"]) == (PRICE, 0, 0)
     assert order["deposit_amount"] == DEPOSIT
     resp = await pay_client.get("/api/payments/config")
-    assert (await resp.json())["providers"] == ["simulated"]
+    config = await resp.json()
+    assert config["providers"] == ["simulated"] and config["deposit_rate_bp"] == 3000
+    assert config["payment_expiry_s"] == 1800 and config["refund_after_assign_bp"] == 5000
 
 
 async def test_paying_the_deposit_places_the_order_once_and_sends_a_receipt(
@@ -379,6 +381,7 @@ async def test_history_lists_my_payments_and_admins_filter_total_and_export(
     resp = await pay_client.get("/api/admin/payments?status=succeeded&provider=simulated", headers=admin)
     listed = await resp.json()
     assert listed["total"] == 2 and listed["totals"]["INR"]["captured"] == DEPOSIT + PRICE
+    assert all(row["customer"]["email"].endswith("@example.test") for row in listed["items"])
     today = datetime.now(UTC).date()
     resp = await pay_client.get(f"/api/admin/payments?date_from={today + timedelta(days=1)}", headers=admin)
     assert (await resp.json())["total"] == 0

@@ -1,10 +1,12 @@
 // Operations console: live fleet map beside the order board, manual assignment, per-order
-// timeline and dispatch audit, partner standing, package CRUD, stats and CSV export.
-import { get, put, post, del, itemsOf, download, ApiError } from './api.js';
+// timeline and dispatch audit, payments and refunds, partner standing, package CRUD, stats and
+// CSV exports.
+import { get, put, post, del, itemsOf, download, idempotencyKey, ApiError } from './api.js';
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
 import { createMap, pinIcon } from './map.js';
 import { CATEGORIES } from './packages.js';
+import { moneyWords, refundable, PAYMENT_STATUS_LABELS, KIND_LABELS } from './checkout.js';
 import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS } from './config.js';
 import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, statusLabel, dateTime, ago, tabs,
   toast, initials, STATUS_LABELS } from './ui.js';
@@ -49,6 +51,7 @@ async function signedIn(user) {
 const view = tabs($('#tabs'), (tab) => {
   if (tab === 'live') state.map?.invalidateSize();
   if (tab === 'partners') loadPartners();
+  if (tab === 'payments') loadPayments();
   if (tab === 'packages') loadPackages();
   if (tab === 'stats') loadStats();
 });
@@ -65,6 +68,7 @@ function connect() {
   const s = state.conn.socket;
   s.on('fleet', onFleet);
   s.on('order_status', onOrderStatus);
+  s.on('payment_status', onPaymentStatus);
   s.on('dispatch_alert', onAlert);
 }
 
@@ -228,6 +232,25 @@ function onOrderStatus(msg) {
   if (state.openOrder === msg.order_id) openOrder(msg.order_id);
 }
 
+function onPaymentStatus(msg) {
+  // The version is the order's, shared with order_status, and either push of one change may come
+  // first: whichever is new updates the board; the payments list changed either way.
+  const fresh = state.conn?.seen(`order:${msg.order_id}`, msg.version);
+  if (fresh !== null) {
+    const known = state.orders.get(msg.order_id);
+    if (known) {
+      Object.assign(known, { status: msg.status, payment_status: msg.payment_status, amount_due: msg.amount_due,
+        amount_paid: msg.amount_paid, amount_refunded: msg.amount_refunded });
+      renderBoard();
+    }
+    if (state.openOrder === msg.order_id) openOrder(msg.order_id);
+  }
+  if (!$('#panel-payments').hidden) {
+    clearTimeout(payments.timer);
+    payments.timer = setTimeout(loadPayments, 400);
+  }
+}
+
 function onAlert(alert) {
   const item = toast(`No partner took order ${String(alert.order_id).slice(0, 8)}${alert.radius_m ? ` within ${Math.round(alert.radius_m / 1000)} km` : ''}: assign it manually.`, 'error', 0);
   item.insertBefore(el('button', { type: 'button', class: 'link', text: 'Open', on: { click: () => {
@@ -261,6 +284,10 @@ async function openOrder(id) {
       el('dt', { text: 'Event' }), el('dd', { text: `${order.event_date} · ${order.guests} guests` }),
       el('dt', { text: 'Venue' }), el('dd', { text: [order.address?.line1, order.address?.city, order.address?.postal_code].filter(Boolean).join(', ') }),
       el('dt', { text: 'Price' }), el('dd', { text: `${money(order.price, order.currency)} (${order.payment_option})` }),
+      el('dt', { text: 'Payment' }), el('dd', { id: 'panel-money' }, moneyWords(order),
+        order.payment_option !== 'cash' ? el('span', { class: 'muted', text: ` (${order.payment_status ?? 'unpaid'})` }) : null,
+        order.payment_option !== 'cash' ? el('div', {}, el('button', { type: 'button', class: 'link', text: 'Payments of this order',
+          on: { click: () => showPaymentsOf(order.id) } })) : null),
       el('dt', { text: 'Partner' }), el('dd', { text: order.partner_id ? partnerName(order.partner_id) : 'none yet' }),
       order.notes ? el('dt', { text: 'Notes' }) : null, order.notes ? el('dd', { text: order.notes }) : null),
     ASSIGNABLE.has(order.status) ? assignForm(order) : null,
@@ -304,6 +331,270 @@ function assignForm(order) {
     });
   });
   return form;
+}
+
+// ---- payments ----------------------------------------------------------------------------
+
+const PAYMENTS_PAGE = 25;
+// `kept`: rows refunded here since the filters last changed, shown even when they stop matching the
+// filters (a refund turns "Paid" into "Partly refunded"), so a row never vanishes under the admin.
+const payments = { page: 1, turn: 0, timer: 0, kept: new Map() };
+const PROVIDER_NAMES = { simulated: 'Simulator', stripe: 'Stripe', razorpay: 'Razorpay' };
+const orderRef = (id) => `#${String(id).slice(-6).toUpperCase()}`;  // as receipts and refund notices name it
+
+for (const [value, label] of Object.entries(PAYMENT_STATUS_LABELS)) $('#pay-status').append(el('option', { value, text: label }));
+$('#payment-filters').addEventListener('submit', (e) => {
+  e.preventDefault();
+  refilter();
+});
+$('#payment-filters').addEventListener('reset', () => setTimeout(refilter, 0));  // after the fields are cleared
+for (const id of ['#pay-status', '#pay-provider']) $(id).addEventListener('change', () => refilter());
+
+function refilter(page = 1) {
+  payments.page = page;
+  payments.kept.clear();
+  loadPayments();
+}
+
+$('#export-payments').addEventListener('click', (e) => busy(e.currentTarget, null, async () => {
+  const params = new URLSearchParams({ format: 'csv' });
+  for (const [k, v] of Object.entries(paymentFilters())) if (v) params.set(k, v);
+  try {
+    await download(`/api/admin/payments?${params}`, 'payments.csv');
+  } catch (err) {
+    toast(`Export failed: ${err.message}`, 'error');
+  }
+}));
+
+function paymentFilters() {
+  const value = (id) => $(id).value.trim() || undefined;
+  return { status: value('#pay-status'), provider: value('#pay-provider'), date_from: value('#pay-from'),
+    date_to: value('#pay-to'), order_id: value('#pay-order') };
+}
+
+/** The payments tab, filtered to one order. */
+function showPaymentsOf(orderId) {
+  for (const id of ['#pay-status', '#pay-provider', '#pay-from', '#pay-to']) $(id).value = '';
+  $('#pay-order').value = orderId;
+  payments.page = 1;
+  payments.kept.clear();
+  view.select('payments');
+}
+
+async function loadPayments() {
+  const box = $('#payments');
+  const turn = ++payments.turn;  // the last filter asked for wins over slower earlier answers
+  if (!$('#payment-table')) mount(box, loading('Loading payments…'));
+  try {
+    const answer = await get('/api/admin/payments', { ...paymentFilters(), page: payments.page, limit: PAYMENTS_PAGE });
+    const items = itemsOf(answer);
+    if (turn !== payments.turn) return;
+    renderTotals(answer?.totals ?? {}, answer?.total ?? items.length);
+    renderPayments(withKept(items));
+    renderPaymentsPager(answer?.total ?? items.length);
+  } catch (err) {
+    if (turn !== payments.turn) return;
+    mount($('#payment-totals'));
+    mount($('#payments-pager'));
+    mount(box, errorBox(err instanceof ApiError && err.fieldMessages ? new Error(`${err.message}: ${err.fieldMessages}`) : err,
+      loadPayments));
+  }
+}
+
+/** The customer's name as the payments list carries it, or a short id when the account is gone. */
+function customerName(p) {
+  const c = p.customer;
+  return c?.name || c?.email || c?.phone || `Customer ${String(p.customer_id ?? '').slice(0, 6)}`;
+}
+
+/** The page's rows plus those refunded here that no longer match the filters, newest first. */
+function withKept(items) {
+  const shown = new Set(items.map((p) => p.id));
+  for (const p of items) if (payments.kept.has(p.id)) payments.kept.set(p.id, p);
+  const gone = [...payments.kept.values()].filter((p) => !shown.has(p.id)).map((p) => ({ ...p, unmatched: true }));
+  return [...items, ...gone].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+}
+
+function renderTotals(totals, total) {
+  const currencies = Object.keys(totals);
+  const box = $('#payment-totals');
+  $('#payment-count').textContent = total ? `${total} payment${total === 1 ? '' : 's'} match the filters; the totals cover all of them.` : '';
+  if (!currencies.length) {
+    mount(box);
+    return;
+  }
+  mount(box, currencies.flatMap((currency) => {
+    const t = totals[currency];
+    const suffix = currencies.length > 1 ? ` (${currency})` : '';
+    const item = (name, label, value) => el('li', { class: 'kpi', dataset: { total: name, currency } },
+      el('strong', { text: money(value, currency) }), `${label}${suffix}`);
+    return [item('captured', 'Captured', t.captured), item('refunded', 'Refunded', t.refunded), item('net', 'Net', t.net)];
+  }));
+}
+
+function renderPayments(items) {
+  const box = $('#payments');
+  if (!items.length) {
+    mount(box, empty('No payments match these filters.'));
+    return;
+  }
+  const heads = [['Date'], ['Order'], ['Customer'], ['Provider'], ['Kind'], ['Status'], ['Amount', 'num'], ['Refunded', 'num'],
+    ['', 'actions']];
+  mount(box, el('div', { class: 'table-wrap' }, el('table', { id: 'payment-table', class: 'payments-table' },
+    el('thead', {}, el('tr', {}, heads.map(([h, cls]) => el('th', { scope: 'col', class: cls, text: h })))),
+    el('tbody', {}, items.map(paymentRow)))));
+}
+
+function paymentRow(p) {
+  const m = (v) => money(v, p.currency);
+  const pending = (p.refunds ?? []).filter((r) => r.status === 'pending').reduce((sum, r) => sum + (Number(r.amount) || 0), 0);
+  const left = refundable(p);
+  const customer = p.customer;
+  return el('tr', { dataset: { id: p.id } },
+    el('td', { class: 'nowrap', text: dateTime(p.created_at) }),
+    el('td', {}, el('button', { type: 'button', class: 'link mono', text: orderRef(p.order_id), title: p.order_id,
+      'aria-label': `Open order ${orderRef(p.order_id)}`, on: { click: () => { view.select('live'); openOrder(p.order_id); } } })),
+    el('td', {}, el('div', { text: customerName(p) }),
+      customer?.email && customer.name ? el('div', { class: 'muted small', text: customer.email }) : null),
+    el('td', { text: PROVIDER_NAMES[p.provider] ?? p.provider }),
+    el('td', { text: KIND_LABELS[p.kind] ?? p.kind }),
+    el('td', {}, el('span', { class: `badge pay-${p.status}`, text: PAYMENT_STATUS_LABELS[p.status] ?? p.status }),
+      p.status === 'failed' && p.failure_message ? el('div', { class: 'muted small', text: p.failure_message }) : null,
+      p.unmatched ? el('div', { class: 'muted small', text: 'Refunded just now: no longer matches the filters' }) : null),
+    el('td', { class: 'num', text: m(p.amount) }),
+    el('td', { class: 'num refunded' }, Number(p.amount_refunded) > 0 ? m(p.amount_refunded) : '—',
+      pending ? el('div', { class: 'muted small', text: `${m(pending)} pending` }) : null),
+    el('td', { class: 'actions' }, left > 0 ? el('button', { type: 'button', class: 'secondary small', text: 'Refund',
+      'aria-label': `Refund payment of ${m(p.amount)} for order ${orderRef(p.order_id)}`, on: { click: () => openRefund(p) } }) : null));
+}
+
+function renderPaymentsPager(total) {
+  const pages = Math.max(1, Math.ceil(total / PAYMENTS_PAGE));
+  const box = $('#payments-pager');
+  if (pages === 1) {
+    mount(box);
+    return;
+  }
+  const go = (page) => refilter(page);
+  mount(box,
+    el('button', { type: 'button', class: 'secondary', text: 'Previous', disabled: payments.page <= 1, on: { click: () => go(payments.page - 1) } }),
+    el('span', { text: `Page ${payments.page} of ${pages} · ${total} payments` }),
+    el('button', { type: 'button', class: 'secondary', text: 'Next', disabled: payments.page >= pages, on: { click: () => go(payments.page + 1) } }));
+}
+
+/** The refund dialog: amount (what is left, editable) and a reason; safe to retry after an error. */
+function openRefund(p) {
+  const dialog = $('#refund-dialog');
+  const m = (v) => money(v, p.currency);
+  let left = refundable(p);
+  // One key per refund the admin means to make. A retry after an error sends the same key, so the
+  // server answers with the refund it already started instead of making a second one.
+  let key = idempotencyKey();
+  let tried = false;
+  const before = new Set((p.refunds ?? []).map((r) => r.id));
+  const amount = el('input', { id: 'refund-amount', type: 'number', min: '0.01', step: '0.01', inputmode: 'decimal',
+    required: true, value: (left / 100).toFixed(2) });
+  const limit = el('small', { class: 'hint', id: 'refund-limit' });
+  const reason = el('input', { id: 'refund-reason', maxlength: '300', required: true, autocomplete: 'off',
+    placeholder: 'e.g. goodwill for a late setup' });
+  const status = el('p', { class: 'status', id: 'refund-status', role: 'alert', hidden: true });
+  const submit = el('button', { type: 'submit', class: 'danger', id: 'refund-submit', text: 'Refund' });
+  const showLimit = () => {
+    limit.textContent = `Up to ${m(left)}.`;
+    amount.max = (left / 100).toFixed(2);
+  };
+  showLimit();
+  const form = el('form', { class: 'stack', id: 'refund-form', novalidate: true },
+    el('h2', { id: 'refund-title', text: `Refund for order ${orderRef(p.order_id)}` }),
+    el('dl', { class: 'kv' },
+      el('dt', { text: 'Customer' }), el('dd', { text: customerName(p.customer_id) }),
+      el('dt', { text: 'Payment' }), el('dd', { text: `${m(p.amount)} · ${KIND_LABELS[p.kind] ?? p.kind} · ${dateTime(p.captured_at ?? p.created_at)}` }),
+      el('dt', { text: 'Refunded' }), el('dd', { text: m(p.amount_refunded) })),
+    el('div', { class: 'field' }, el('label', { for: 'refund-amount', text: `Amount to refund (${p.currency})` }), amount, limit),
+    el('div', { class: 'field' }, el('label', { for: 'refund-reason', text: 'Reason' }), reason,
+      el('small', { class: 'hint', text: 'Required. The customer sees it in their refund notice.' })),
+    status,
+    el('div', { class: 'row' }, submit,
+      el('button', { type: 'button', class: 'link', text: 'Close', on: { click: () => dialog.close() } })));
+  mount(dialog, form);
+  dialog.addEventListener('close', () => { if (tried) loadPayments(); }, { once: true });  // the row and totals
+  dialog.showModal();
+  amount.focus();
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const wanted = Math.round(Number(amount.value) * 100);
+    if (!amount.value || !Number.isFinite(wanted) || wanted < 1) {
+      say(status, 'Enter the amount to refund.', 'error');
+      amount.focus();
+      return;
+    }
+    if (wanted > left) {
+      say(status, `At most ${m(left)} can be refunded from this payment.`, 'error');
+      amount.focus();
+      return;
+    }
+    if (!reason.value.trim()) {
+      say(status, 'Give a reason: the customer sees it in their refund notice.', 'error');
+      reason.focus();
+      return;
+    }
+    submit.disabled = true;
+    tried = true;
+    say(status, 'Refunding…');
+    try {
+      const answer = await post(`/api/admin/payments/${encodeURIComponent(p.id)}/refund`,
+        { amount: wanted, reason: reason.value.trim() }, { 'Idempotency-Key': key });
+      const made = (answer?.payment?.refunds ?? []).filter((r) => !before.has(r.id)).pop();
+      if (made?.status === 'failed') {
+        say(status, 'The payment provider refused this refund, so nothing was refunded.', 'error');
+        key = idempotencyKey();  // that refund is over: another try is a new refund
+        unlock();
+        return;
+      }
+      if (answer?.payment) payments.kept.set(p.id, answer.payment);
+      dialog.close();
+      toast(made?.status === 'pending'
+        ? `Refund of ${m(made.amount)} requested: waiting for the payment provider to confirm it.`
+        : `Refunded ${m(made?.amount ?? wanted)} for order ${orderRef(p.order_id)}.`, 'success');
+    } catch (err) {
+      refundFailed(err);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  function unlock() {
+    amount.readOnly = false;
+    reason.readOnly = false;
+    submit.textContent = 'Refund';
+  }
+
+  function refundFailed(err) {
+    if (err instanceof ApiError && err.code === 'refund_exceeds_captured') {
+      left = Math.max(0, Number(err.details?.refundable) || 0);
+      showLimit();
+      if (left > 0) {
+        amount.value = (left / 100).toFixed(2);
+        say(status, `Only ${m(left)} can still be refunded from this payment: another refund got there first. The amount is updated; check it and refund again.`, 'error');
+      } else {
+        say(status, 'Nothing is left to refund from this payment: another refund took the rest.', 'error');
+        submit.hidden = true;
+      }
+    } else if (err instanceof ApiError && err.code === 'payment_refused') {
+      say(status, `The payment provider refused the refund, so nothing was refunded. ${err.message}`, 'error');
+      key = idempotencyKey();  // that refund is over: another try is a new refund
+      unlock();
+    } else if (err instanceof ApiError && (err.status === 503 || err.status === 0)) {
+      say(status, 'The payment provider is not answering. The refund is on hold and will be retried automatically. You can also retry now: it cannot be refunded twice.', 'error');
+      // The refund on hold has this amount and reason: a retry must be the same request.
+      amount.readOnly = true;
+      reason.readOnly = true;
+      submit.textContent = 'Retry refund';
+    } else {
+      say(status, err instanceof ApiError && err.fieldMessages ? `${err.message}: ${err.fieldMessages}` : err.message, 'error');
+    }
+  }
 }
 
 // ---- partners ----------------------------------------------------------------------------

@@ -1,15 +1,16 @@
-// Customer app: browse and search packages, order one, follow orders live, cancel, review.
+// Customer app: browse and search packages, order one, pay for it, follow orders live, cancel, review.
 import { get, post, createOrder, idempotencyKey, itemsOf, currentUser, ApiError } from './api.js';
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
 import { createMap, pinIcon } from './map.js';
 import { OrderTracker, TRACKABLE } from './tracking.js';
 import { CATEGORIES, packageCard, packageImage, rating, durationText } from './packages.js';
+import { openCheckout, moneyWords, payLabel, canPay, paymentsConfig, finishStripeReturn, PAYMENT_STATUS_LABELS,
+  KIND_LABELS, REFUND_STATUS_LABELS, PROVIDER_LABELS, PAYMENT_WINDOW_MIN, REFUND_AFTER_ASSIGN_BP } from './checkout.js';
 import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, statusLabel, dateTime, tabs,
   toast } from './ui.js';
 
 const PAGE_SIZE = 12;
-const PAYMENT_LABELS = { deposit: 'Deposit now, rest on the day', full: 'Paid in full', cash: 'Cash on the day' };
 const CANCELLABLE = new Set(['pending_payment', 'placed', 'offered', 'assigned']);
 
 const state = { page: 1, selected: null, orderKey: null, orderBodyHash: '', venueMap: null, venueMarker: null,
@@ -35,6 +36,7 @@ function signedIn(user) {
   });
   tracker.conn = state.conn;
   state.conn.socket.on('order_status', onOrderStatus);
+  state.conn.socket.on('payment_status', onPaymentStatus);
   state.conn.socket.on('partner_location', (msg) => tracker.onLocation(msg));
   if (state.pendingOrder) {
     state.pendingOrder = false;
@@ -52,6 +54,7 @@ function signedOut() {
   renderAccount($('#account'), null);
   mount($('#account'), el('button', { type: 'button', class: 'secondary', text: 'Sign in', on: { click: askSignIn } }));
   state.orders.clear();
+  closeCheckout();
   mount($('#order-list'));
   $('#order-detail').hidden = true;
 }
@@ -180,6 +183,7 @@ function startOrder() {
   $('#guests').max = String(pkg.capacity || 100000);
   $('#guests-hint').textContent = pkg.capacity ? `This package serves up to ${pkg.capacity} guests.` : '';
   $('#order-total').textContent = `Total: ${money(pkg.price, pkg.currency)}`;
+  explainPayment();
   state.orderKey = null;
   say($('#order-status'), '');
   if (!currentUser()) {
@@ -226,6 +230,34 @@ function placeVenue(lat, lng, fill = true) {
 }
 
 $('#order-back').addEventListener('click', () => { $('#order-section').hidden = true; });
+
+/** Say what the chosen payment option means for this package: what is paid now, and how. */
+async function explainPayment() {
+  const pkg = state.selected;
+  const option = $('#order-form').querySelector('input[name=payment_option]:checked')?.value;
+  const m = (v) => money(v, pkg.currency);
+  const note = $('#pay-note');
+  if (option === 'cash') {
+    note.textContent = `You pay ${m(pkg.price)} in cash to the partner on the day.`;
+    return;
+  }
+  if (option === 'full') {
+    note.textContent = `Next you pay ${m(pkg.price)} online. We start looking for a partner once it is paid.`;
+    return;
+  }
+  note.textContent = 'Next you pay the deposit online; the rest on the day.';
+  try {
+    // The server's own rule (the checkout shows the exact amount it computes).
+    const deposit = Math.floor((pkg.price * (await paymentsConfig()).deposit_rate_bp) / 10_000);
+    if (state.selected === pkg && $('#order-form').querySelector('input[name=payment_option]:checked')?.value === 'deposit') {
+      note.textContent = `Next you pay a deposit of ${m(deposit)} online; the rest, ${m(pkg.price - deposit)}, on the day.`;
+    }
+  } catch { /* the general sentence stands */ }
+}
+
+for (const radio of document.querySelectorAll('#order-form input[name=payment_option]')) {
+  radio.addEventListener('change', explainPayment);
+}
 
 function orderBody() {
   const form = $('#order-form');
@@ -277,14 +309,18 @@ $('#order-form').addEventListener('submit', (e) => {
       const order = await createOrder(body, state.orderKey);
       state.orderKey = null;
       say(status, `Order placed: ${order.package?.name ?? ''} on ${order.event_date}.`, 'success');
-      toast('Order placed. We are finding a partner near you.', 'success');
       $('#order-form').reset();
       state.venueMarker?.remove();
       state.venueMarker = null;
       $('#order-section').hidden = true;
       backToBrowse();
       view.select('orders');
-      await openOrder(order.id, order);
+      if (order.status === 'pending_payment') {
+        showCheckout(order);  // the order waits for its money: pay straight away
+      } else {
+        toast('Order placed. We are finding a partner near you.', 'success');
+        await openOrder(order.id, order);
+      }
     } catch (err) {
       if (err instanceof ApiError && err.fieldMessages) throw new Error(`${err.message}: ${err.fieldMessages}`);
       throw err;
@@ -320,13 +356,51 @@ function renderOrderList() {
   }
   mount(box, el('ul', { class: 'orders', id: 'orders' }, items.map((o) =>
     el('li', { class: 'card', dataset: { id: o.id } },
-      el('div', { class: 'spread' }, el('strong', { text: o.package?.name ?? 'Package' }), statusBadge(o.status)),
+      el('div', { class: 'spread' }, el('strong', { text: o.package?.name ?? 'Package' }),
+        o.status === 'pending_payment' ? el('span', { class: 'badge pay-needed', text: 'Payment needed' }) : statusBadge(o.status)),
       el('p', { class: 'muted', text: `${o.event_date} · ${o.address?.city ?? ''} · ${money(o.price, o.currency)}` }),
-      el('button', { type: 'button', class: 'secondary', text: 'Details', 'aria-label': `Details of ${o.package?.name ?? 'order'}`,
-        on: { click: () => openOrder(o.id) } })))));
+      o.amount_paid !== undefined ? el('p', { class: 'money-words', text: moneyWords(o) }) : null,
+      el('div', { class: 'row' },
+        el('button', { type: 'button', class: 'secondary', text: 'Details', 'aria-label': `Details of ${o.package?.name ?? 'order'}`,
+          on: { click: () => openOrder(o.id) } }),
+        o.status === 'pending_payment' && canPay(o)
+          ? el('button', { type: 'button', class: 'primary', text: 'Pay now', 'aria-label': `Pay for ${o.package?.name ?? 'order'}`,
+            on: { click: () => showCheckout(o) } }) : null)))));
+}
+
+// ---- checkout ------------------------------------------------------------------------------
+
+/** The checkout step for an order that owes money: in place of the order list and detail. */
+function showCheckout(order) {
+  state.openOrderId = null;  // pushes about this order must not open its detail under the checkout
+  tracker.hide();
+  $('#order-list').hidden = true;
+  $('#order-detail').hidden = true;
+  const box = $('#checkout');
+  box.hidden = false;
+  openCheckout(box, order, {
+    customer: currentUser(),
+    onPaid: (outcome) => {
+      if (outcome.already) toast('This order is already paid.', 'info');
+      else if (outcome.paid) toast(`Payment received: ${money(outcome.payment.amount, outcome.payment.currency)}. Thank you!`, 'success');
+      else toast(outcome.message, 'info');
+      openOrder(order.id);
+    },
+    onLeave: () => openOrder(order.id),
+  });
+  box.scrollIntoView?.({ block: 'start' });
+}
+
+function closeCheckout() {
+  const box = $('#checkout');
+  if (box.hidden) return;
+  box.hidden = true;
+  mount(box);
+  $('#order-list').hidden = false;
 }
 
 async function openOrder(id, known) {
+  closeCheckout();
   state.openOrderId = id;
   const detail = $('#order-detail');
   detail.hidden = false;
@@ -352,12 +426,12 @@ function renderOrder(order) {
   mount(body,
     el('h2', { id: 'order-detail-title', text: order.package?.name ?? 'Order' }),
     el('p', { id: 'order-detail-status' }, statusBadge(order.status)),
+    payBlock(order),
     el('dl', { class: 'kv' },
       el('dt', { text: 'Event date' }), el('dd', { text: order.event_date }),
       el('dt', { text: 'Venue' }), el('dd', { text: [order.address?.line1, order.address?.city, order.address?.postal_code].filter(Boolean).join(', ') }),
       el('dt', { text: 'Guests' }), el('dd', { text: order.guests }),
-      el('dt', { text: 'Price' }), el('dd', { text: money(order.price, order.currency) }),
-      el('dt', { text: 'Payment' }), el('dd', { text: PAYMENT_LABELS[order.payment_option] ?? order.payment_option }),
+      moneyRows(order),
       order.partner ? el('dt', { text: 'Partner' }) : null,
       order.partner ? el('dd', { text: [order.partner.first_name, order.partner.vehicle_type].filter(Boolean).join(' · ') }) : null,
       order.notes ? el('dt', { text: 'Notes' }) : null,
@@ -368,10 +442,72 @@ function renderOrder(order) {
         h.reason ? el('span', { class: 'muted', text: ` (${h.reason})` }) : null))),
     TRACKABLE.has(order.status)
       ? el('p', {}, el('a', { href: `/track?order=${encodeURIComponent(order.id)}`, text: 'Open the tracking page' })) : null,
+    paymentsBlock(order),
     shareBlock(order),
     cancelBlock(order),
     reviewBlock(order));
   tracker.follow(order);
+}
+
+/** Price, what is paid, refunded and still due, in words and in figures. */
+function moneyRows(order) {
+  const m = (v) => money(v, order.currency);
+  const rows = [el('dt', { text: 'Price' }), el('dd', { text: m(order.price) }),
+    el('dt', { text: 'Payment' }), el('dd', { id: 'money-words', text: moneyWords(order) })];
+  if (order.payment_option === 'cash') return rows;
+  rows.push(el('dt', { text: 'Paid so far' }), el('dd', { id: 'amount-paid', text: m(order.amount_paid) }));
+  if (Number(order.amount_refunded) > 0) {
+    rows.push(el('dt', { text: 'Refunded' }), el('dd', { id: 'amount-refunded', text: m(order.amount_refunded) }));
+  }
+  rows.push(el('dt', { text: 'Still due' }), el('dd', { id: 'amount-due', text: m(order.amount_due) }));
+  return rows;
+}
+
+/** The call to pay: "Complete payment" while the order is held for it, else the deposit or balance. */
+function payBlock(order) {
+  if (!canPay(order)) return null;
+  const held = order.status === 'pending_payment';
+  const placedAt = Date.parse(order.created_at ?? order.history?.[0]?.at ?? '');
+  const by = Number.isFinite(placedAt)
+    ? new Date(placedAt + PAYMENT_WINDOW_MIN * 60_000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : null;
+  return el('div', { class: `pay-block${held ? ' held' : ''}`, id: 'pay-block' },
+    held ? el('p', { text: 'Your order is on hold until it is paid: we start looking for a partner as soon as the payment goes through.' }) : null,
+    held ? el('p', { class: 'hint', text: `Unpaid orders are cancelled ${PAYMENT_WINDOW_MIN} minutes after they are placed${by ? ` (this one at ${by})` : ''}.` }) : null,
+    el('button', { type: 'button', class: 'primary', id: 'pay-button', text: payLabel(order), on: { click: () => showCheckout(order) } }));
+}
+
+/** The order's receipts: each payment with its kind, time, state and refunds. */
+function paymentsBlock(order) {
+  if (order.payment_option === 'cash') return null;
+  const list = el('div', { id: 'payments', 'aria-live': 'polite' }, loading('Loading payments…'));
+  loadReceipts(order.id, list);
+  return el('section', { class: 'receipts-section', 'aria-labelledby': 'payments-title' },
+    el('h3', { id: 'payments-title', text: 'Payments' }), list);
+}
+
+async function loadReceipts(orderId, box) {
+  try {
+    const items = itemsOf(await get('/api/payments/history', { order_id: orderId, limit: 50 }))
+      .filter((p) => p.status !== 'created');  // a checkout started and left: no money moved
+    if (state.openOrderId !== orderId) return;
+    mount(box, items.length ? el('ul', { class: 'receipts' }, items.map(receipt)) : empty('No payments yet.'));
+  } catch (err) {
+    mount(box, errorBox(err, () => loadReceipts(orderId, box)));
+  }
+}
+
+function receipt(p) {
+  const m = (v) => money(v, p.currency);
+  const refunds = Array.isArray(p.refunds) ? p.refunds : [];
+  return el('li', { class: 'receipt', dataset: { id: p.id } },
+    el('div', { class: 'spread' },
+      el('strong', { class: 'amount', text: m(p.amount) }),
+      el('span', { class: `badge pay-${p.status}`, text: PAYMENT_STATUS_LABELS[p.status] ?? p.status })),
+    el('div', { text: `${KIND_LABELS[p.kind] ?? p.kind} · ${dateTime(p.captured_at ?? p.created_at)}` }),
+    p.status === 'failed' ? el('div', { class: 'muted', text: `${p.failure_message || 'Declined'}: nothing was charged.` }) : null,
+    refunds.length ? el('ul', { class: 'refunds', 'aria-label': 'Refunds' }, refunds.map((r) =>
+      el('li', { text: `${REFUND_STATUS_LABELS[r.status] ?? r.status}: ${m(r.amount)} · ${dateTime(r.settled_at ?? r.at)}${r.reason ? ` · ${r.reason}` : ''}` }))) : null,
+    el('div', { class: 'hint ref', text: `${PROVIDER_LABELS[p.provider] ?? p.provider} · ref. ${p.id}` }));
 }
 
 const SHAREABLE = new Set(['placed', 'offered', 'assigned', 'en_route', 'arrived', 'setup_complete']);
@@ -401,11 +537,15 @@ function cancelBlock(order) {
   const reason = el('input', { maxlength: '300', placeholder: 'Optional' });
   const confirmBox = el('div', { class: 'stack', hidden: true },
     el('p', { text: 'Cancel this order? This cannot be undone.' }),
+    refundNote(order),
     (() => { reason.id = 'cancel-reason'; return el('div', { class: 'field' }, el('label', { for: 'cancel-reason', text: 'Reason' }), reason); })(),
     el('div', { class: 'row' },
       el('button', { type: 'button', class: 'danger', text: 'Yes, cancel the order', on: { click: (e) => busy(e.currentTarget, status, async () => {
         const after = await post(`/api/orders/${encodeURIComponent(order.id)}/cancel`, { reason: reason.value.trim() || null });
-        toast('Your order was cancelled.', 'success');
+        const back = Number(after.amount_refunded) || 0;
+        const owed = (Number(order.amount_paid) || 0) > (Number(order.amount_refunded) || 0);
+        toast(back > 0 ? `Your order was cancelled. ${money(back, after.currency)} is on its way back to you.`
+          : `Your order was cancelled.${owed ? ' Your refund is being processed.' : ''}`, 'success');
         state.orders.set(after.id, after);
         renderOrderList();
         renderOrder(after);
@@ -414,6 +554,18 @@ function cancelBlock(order) {
   return el('div', { class: 'stack' },
     el('button', { type: 'button', class: 'danger', text: 'Cancel order', on: { click: () => { confirmBox.hidden = false; reason.focus(); } } }),
     confirmBox, status);
+}
+
+/** What cancelling gives back (the policy in docs/payments.md: all before assignment, a share after). */
+function refundNote(order) {
+  const kept = (Number(order.amount_paid) || 0) - (Number(order.amount_refunded) || 0);
+  if (kept <= 0) return null;
+  const m = (v) => money(v, order.currency);
+  if (order.status !== 'assigned') return el('p', { class: 'hint', text: `Everything you paid (${m(kept)}) comes back to you.` });
+  const back = Math.floor((kept * REFUND_AFTER_ASSIGN_BP) / 10_000);
+  return el('p', { class: 'hint', text: back > 0
+    ? `A partner is already assigned, so ${REFUND_AFTER_ASSIGN_BP / 100} % of what you paid (${m(back)}) comes back to you.`
+    : 'A partner is already assigned, so what you paid is not refunded.' });
 }
 
 function reviewBlock(order) {
@@ -461,6 +613,27 @@ function onOrderStatus(msg) {
   }
 }
 
+function onPaymentStatus(msg) {
+  // The order's version counter is shared with order_status, so whichever push of one change comes
+  // second looks like a duplicate: the open order was re-read by the first, but a listed order's
+  // amounts are not in order_status, so they are read again either way.
+  const fresh = state.conn?.seen(`order:${msg.order_id}`, msg.version);
+  const known = state.orders.get(msg.order_id);
+  if (known && fresh !== null) {
+    known.status = msg.status;
+    known.payment_status = msg.payment_status;
+    renderOrderList();
+  }
+  if (msg.order_id === state.openOrderId) {
+    if (fresh !== null) openOrder(msg.order_id);  // amounts come from the API
+  } else if (known) {
+    get(`/api/orders/${encodeURIComponent(msg.order_id)}`).then((order) => {
+      state.orders.set(order.id, order);
+      renderOrderList();
+    }, () => { /* the list keeps the status from the push */ });
+  }
+}
+
 async function resync() {
   if (!currentUser()) return;
   tracker.subscribed = false;  // a new connection has joined no rooms yet
@@ -472,12 +645,32 @@ async function resync() {
 // ---- start -----------------------------------------------------------------------------
 
 async function start() {
+  paymentsConfig().catch(() => {});  // the payment policy the order pages quote; asked again on failure
   const user = await resumeFor(['customer']);
   if (user) signedIn(user);
   else signedOut();
   await loadPackages();
   const wanted = new URLSearchParams(location.hash.slice(1)).get('package');
   if (wanted) showPackage(wanted);
+  await returnFromStripe();
+}
+
+/** Back from a page Stripe sent the customer to (a bank's check): record the payment, show the order. */
+async function returnFromStripe() {
+  const params = new URLSearchParams(location.search);
+  const orderId = params.get('order');
+  const intent = params.get('payment_intent');
+  if (!orderId || !intent || !currentUser()) return;
+  history.replaceState(null, '', location.pathname);
+  view.select('orders');
+  try {
+    const outcome = await finishStripeReturn(orderId, intent);
+    if (outcome.paid) toast(`Payment received: ${money(outcome.payment.amount, outcome.payment.currency)}. Thank you!`, 'success');
+    else toast(outcome.message, outcome.declined ? 'error' : 'info');
+  } catch (err) {
+    toast(err.message, 'error');
+  }
+  await openOrder(orderId);
 }
 
 start();

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -22,6 +22,7 @@ from api.catalog import catalog_of
 from api.paging import PageQuery, page_body, public
 from api.paymentflow import flow_of
 from api.routing import RouteTable
+from api.windows import ArrivalWindow, arrival_window
 from core import jsonutil, keys
 from core.errors import AppError, Conflict, NotFound, ValidationFailed
 from core.http import json_response
@@ -42,7 +43,9 @@ CUSTOMER_CANCELLABLE = frozenset({"pending_payment", "placed", "offered", "assig
 # Internal bookkeeping nobody outside the server needs to see.
 _INTERNAL = frozenset({"request_hash", "idempotency_key", "notify_pending", "notified_upto"})
 # Dispatch state that is nobody's business but the admin's.
-_DISPATCH = frozenset({"offer_partner_ids", "declined_partner_ids", "offer_fence", "offer_expires_ms"})
+_DISPATCH = frozenset({"offer_partner_ids", "declined_partner_ids", "offer_fence", "offer_expires_ms",
+                       "dispatch_at", "dispatch_at_ms", "missed_partner_ids", "dispatch_radius_m",
+                       "dispatch_exhausted", "dispatch_attempts", "dispatch_retry_ms", "dispatch_alert_ms"})
 
 OrderStatus = Literal["pending_payment", "placed", "offered", "assigned", "en_route", "arrived",
                       "setup_complete", "completed", "cancelled", "refunded"]
@@ -68,6 +71,10 @@ class OrderCreate(BaseModel):
     guests: int = Field(ge=1, le=100_000)
     notes: str = Field("", max_length=1000)
     payment_option: Literal["deposit", "full", "cash"]
+    arrive_after: AwareDatetime | None = Field(
+        None, description="start of the arrival window, ISO-8601 with an offset, on the event date (local time of "
+        "the service area); send both ends or neither")
+    arrive_before: AwareDatetime | None = Field(None, description="end of the arrival window (30 min to 12 h long)")
 
 
 class CancelRequest(BaseModel):
@@ -158,24 +165,26 @@ def _field_error(field: str, message: str, kind: str) -> ValidationFailed:
     return ValidationFailed("the request is invalid", details=[{"field": field, "message": message, "type": kind}])
 
 
-async def _check_order(request: web.Request, body: OrderCreate) -> tuple[dict[str, Any], ServiceArea]:
-    """The package, capacity, date and service-area rules; raises a 422 naming the field."""
+async def _check_order(request: web.Request, body: OrderCreate,
+                       ) -> tuple[dict[str, Any], ServiceArea, ArrivalWindow]:
+    """The package, capacity, date, service-area and arrival-window rules; raises a 422 naming the field."""
     snap = await catalog_of(request).snapshot()
     package = snap.by_id.get(body.package_id)
     if package is None:
         raise _field_error("package_id", "no such active package", "package_unavailable")
     if body.guests > package["capacity"]:
         raise _field_error("guests", f"this package hosts at most {package['capacity']} guests", "over_capacity")
-    today = datetime.now(UTC).date()
-    if body.event_date <= today:
-        raise _field_error("event_date", "the event date must be in the future", "date_not_future")
-    if body.event_date > today + timedelta(days=MAX_DAYS_AHEAD):
+    now = datetime.now(UTC)
+    if body.event_date > now.date() + timedelta(days=MAX_DAYS_AHEAD):
         raise _field_error("event_date", "the event date is too far ahead", "date_too_far")
     settings = request.config_dict[keys.SETTINGS]
     area = service_areas(settings.service_areas_file).locate(body.address.lat, body.address.lng)
     if area is None:
         raise _field_error("address", "we do not serve this address yet", "outside_service_area")
-    return package, area
+    # Today (in the area's time zone) is allowed: it means "as soon as possible".
+    window = arrival_window(body.event_date, area.timezone, body.arrive_after, body.arrive_before, now=now,
+                            duration_min=int(package.get("duration_min") or 0), settings=settings)
+    return package, area, window
 
 
 async def _replay(db: AsyncDatabase[dict[str, Any]], scoped_key: str, digest: str) -> dict[str, Any] | None:
@@ -199,7 +208,7 @@ async def create_order(request: web.Request, *, body: OrderCreate, user: Claims)
     scoped_key = f"{user.user_id}:{key}"
     digest = request_hash(body)
     try:
-        package, area = await _check_order(request, body)
+        package, area, window = await _check_order(request, body)
     except ValidationFailed:
         # A retry of an order that was accepted before (say, the package has since been
         # archived) still gets its order back rather than a validation error.
@@ -226,6 +235,9 @@ async def create_order(request: web.Request, *, body: OrderCreate, user: Claims)
         "payment_status": "unpaid", "amount_due": price, "amount_paid": 0, "amount_refunded": 0,
         "offer_partner_ids": [], "offer_fence": 0, "offer_expires_ms": 0, "declined_partner_ids": [],
         "service_area": area.name, "idempotency_key": scoped_key, "request_hash": digest,
+        "arrive_after": iso(window.after), "arrive_before": iso(window.before), "asap": 1 if window.asap else 0,
+        "timezone": window.timezone, "dispatch_at": iso(window.dispatch_at),
+        "dispatch_at_ms": int(window.dispatch_at.timestamp() * 1000),
         "created_at": now, "updated_at": now, "notify_pending": 1, "notified_upto": 0, "reviewed": 0,
     }
     if body.payment_option == "deposit":

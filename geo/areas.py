@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shapely.geometry import Point, shape
 from shapely.prepared import prep
@@ -28,6 +29,7 @@ class ServiceArea:
     city: str
     geometry: Any  # a shapely geometry
     prepared: Any  # the same geometry, prepared for fast repeated point tests
+    timezone: str = "UTC"  # IANA name: arrival windows are local times of the area
 
     def covers(self, lat: float, lng: float) -> bool:
         # GeoJSON and shapely put longitude first.
@@ -56,7 +58,13 @@ class ServiceAreas:
             props = feature.get("properties") or {}
             name = str(props.get("name") or f"area-{index + 1}")
             city = str(props.get("city") or name)
-            areas.append(ServiceArea(name=name, city=city, geometry=geometry, prepared=prep(geometry)))
+            timezone = str(props.get("timezone") or "UTC")
+            try:
+                ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"service areas: feature {index} names an unknown time zone {timezone!r}") from None
+            areas.append(ServiceArea(name=name, city=city, geometry=geometry, prepared=prep(geometry),
+                                     timezone=timezone))
         return cls(areas)
 
     @classmethod

@@ -9,7 +9,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -27,7 +27,7 @@ from core import keys
 from core.contracts import DISPATCH_AUDIT, FLEET_ONLINE, PARTNER_EVENTS, PartnerEvent
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.http import json_response
-from core.jsonutil import iso, parse_iso
+from core.jsonutil import iso, now_ms, parse_iso
 from core.orderflow import ASSIGNABLE, OrderFlow
 from core.tokens import Claims
 
@@ -357,6 +357,66 @@ async def admin_list_orders(request: web.Request, *, query: AdminOrderQuery) -> 
     return json_response(page_body([admin_view(d) for d in docs], total, query))
 
 
+class UnassignedOrder(BaseModel):
+    id: str
+    package: str | None = Field(None, description="the package's name")
+    city: str | None = None
+    placed_at: str | None = Field(None, description="when the order first became placed (ISO-8601)")
+    waiting_s: int = Field(description="seconds since then")
+    offered: bool = Field(description="an offer is out right now (the order is between passes otherwise)")
+    attempts: int = Field(description="dispatch passes that ended with nobody taking it")
+    radius_m: int | None = Field(None, description="the last search radius tried")
+    next_retry_at: str | None = Field(None, description="when dispatch tries again on its own (ISO-8601)")
+    alert_at: str | None = Field(None, description="when admins were alerted about it (ISO-8601)")
+
+
+class UnassignedPage(BaseModel):
+    items: list[UnassignedOrder]
+    total: int
+    page: int
+    limit: int
+
+
+def _iso_ms(ms: Any) -> str | None:
+    value = int(ms or 0)
+    return iso(datetime.fromtimestamp(value / 1000, UTC)) if value > 0 else None
+
+
+def unassigned_view(order: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    history = [h for h in order.get("history") or [] if isinstance(h, Mapping)]
+    placed_at = next((str(h.get("at")) for h in history if h.get("status") == "placed"), None) or \
+        order.get("created_at")
+    waited = (now - parse_iso(str(placed_at))).total_seconds() if placed_at else 0.0
+    return {"id": str(order["_id"]), "package": (order.get("package") or {}).get("name"),
+            "city": (order.get("address") or {}).get("city"), "placed_at": placed_at,
+            "waiting_s": max(0, int(waited)), "offered": order.get("status") == "offered",
+            "attempts": int(order.get("dispatch_attempts") or 0),
+            "radius_m": int(order["dispatch_radius_m"]) if order.get("dispatch_radius_m") else None,
+            "next_retry_at": _iso_ms(order.get("dispatch_retry_ms")) if order.get("dispatch_exhausted") else None,
+            "alert_at": _iso_ms(order.get("dispatch_alert_ms"))}
+
+
+@routes.get("/admin/orders/unassigned", summary="Orders still waiting for a partner, longest waiting first",
+            query=PageQuery, response=UnassignedPage, roles=ADMIN)
+async def unassigned_orders(request: web.Request, *, query: PageQuery) -> web.Response:
+    """The persistent queue behind `dispatch_alert`: every `placed` order (no partner yet) whose
+    dispatch time has come, and alerted ones while a retry's offer is out, so an order stays listed
+    until someone has it."""
+    db = request.config_dict[keys.DB]
+    # Orders scheduled for later (arrival windows: dispatch starts at `dispatch_at_ms`) are not waiting yet.
+    due = now_ms()
+    where = {"$or": [{"status": "placed", "dispatch_at_ms": {"$lte": due}},
+                     {"status": "placed", "dispatch_at_ms": {"$exists": False}},
+                     {"status": "offered", "dispatch_alert_ms": {"$gt": 0}}]}
+    total = await db.orders.count_documents(where)
+    docs = await db.orders.find(where, {"history": 1, "created_at": 1, "package": 1, "address": 1, "status": 1,
+                                        "dispatch_attempts": 1, "dispatch_radius_m": 1, "dispatch_exhausted": 1,
+                                        "dispatch_retry_ms": 1, "dispatch_alert_ms": 1}
+                               ).sort("created_at", 1).skip(query.skip).limit(query.limit).to_list(None)
+    now = datetime.now(UTC)
+    return json_response(page_body([unassigned_view(d, now) for d in docs], total, query))
+
+
 @routes.get("/admin/orders/{id}/audit", summary="The dispatch audit trail of one order, oldest first",
             roles=ADMIN, responses={404: "no such order"})
 async def order_audit(request: web.Request) -> web.Response:
@@ -370,7 +430,8 @@ async def order_audit(request: web.Request) -> web.Response:
 
 @routes.put("/admin/orders/{id}/assign", summary="Assign (or reassign) an order to an approved partner",
             body=AssignRequest, roles=ADMIN,
-            responses={404: "no such order", 409: "the order is not assignable or the partner not approved"})
+            responses={404: "no such order",
+                       409: "the order is not assignable, or the partner not approved or on another job"})
 async def assign_order(request: web.Request, *, body: AssignRequest, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     order_id = request.match_info["id"]
@@ -384,13 +445,13 @@ async def assign_order(request: web.Request, *, body: AssignRequest, user: Claim
     before = await db.orders.find_one({"_id": order_id}, {"partner_id": 1})
     if before is None:
         raise NotFound("no such order")
-    after = await OrderFlow(db, request.config_dict[keys.REDIS]).transition(
-        order_id, "assigned", by_role="admin", by_id=user.user_id, reason=body.reason or "manual assignment",
+    # One job at a time holds here too: the partner is claimed before the order changes, so a
+    # partner on another active job is refused (409 partner_busy) rather than double-booked.
+    after = await OrderFlow(db, request.config_dict[keys.REDIS]).assign(
+        order_id, body.partner_id, by_role="admin", by_id=user.user_id, reason=body.reason or "manual assignment",
         allowed_from=ASSIGNABLE, conflict_message="this order cannot be assigned now",
         # A new partner on an assigned order is a change the customer hears about.
         record_same=before.get("partner_id") != body.partner_id,
-        set_fields={"partner_id": body.partner_id, "assigned_at": iso(), "offer_partner_ids": [],
-                    "offer_expires_ms": 0},
     )
     await db[DISPATCH_AUDIT].insert_one({
         "_id": uuid.uuid4().hex, "order_id": order_id, "at": iso(), "event": "manual_assign",

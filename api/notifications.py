@@ -269,6 +269,9 @@ async def _poll(name: str, one_pass: Callable[[], Awaitable[int]]) -> None:
                 logger.warning("%s pass failed (%s); retrying every %.0f s", name, type(exc).__name__,
                                POLL_INTERVAL_S)
                 failing = True
+        # PyMongo can absorb our cancellation and return normally; without this check the loop
+        # would poll on, "cancelling" forever, and hold up the app's shutdown.
+        stop_if_cancelled()
         if handled < BATCH:
             await asyncio.sleep(POLL_INTERVAL_S)
 

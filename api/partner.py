@@ -14,7 +14,7 @@ from api.orders import OrderListQuery, assigned_view, assigned_views
 from api.paging import PageQuery, page_body
 from api.routing import RouteTable
 from core import keys
-from core.contracts import OFFER_EVENTS, LocationPoint, OfferReplyEvent
+from core.contracts import OFFER_EVENTS, PARTNER_POLLED, LocationPoint, OfferReplyEvent
 from core.errors import Conflict, NotFound, ServiceUnavailable
 from core.http import json_response
 from core.jsonutil import iso, now_ms
@@ -86,9 +86,20 @@ async def my_jobs(request: web.Request, *, query: OrderListQuery, user: Claims) 
     return json_response(page_body(await assigned_views(db, docs), total, query))
 
 
+async def mark_polled(request: web.Request, partner_id: str) -> None:
+    """A partner polling over REST is reachable for offers for the window (PARTNER_POLLED)."""
+    window_ms = int(request.config_dict[keys.SETTINGS].partner_poll_window_s * 1000)
+    try:
+        await request.config_dict[keys.REDIS].set(PARTNER_POLLED.format(partner_id=partner_id), now_ms(),
+                                                  px=window_ms)
+    except Exception as exc:  # presence is a hint for dispatch; the poll itself still answers
+        logger.warning("could not record a REST poll: %s", type(exc).__name__)
+
+
 @routes.get("/partner/orders/new", summary="Offers open to me right now", roles=("partner",))
 async def open_offers(request: web.Request, *, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
+    await mark_polled(request, user.user_id)
     rate_bp = request.config_dict[keys.SETTINGS].commission_rate_bp
     where = {"status": "offered", "offer_partner_ids": {"$in": [user.user_id]}, "offer_expires_ms": {"$gt": now_ms()}}
     docs = await db.orders.find(where).sort("offer_expires_ms", 1).limit(50).to_list(None)
@@ -98,11 +109,13 @@ async def open_offers(request: web.Request, *, user: Claims) -> web.Response:
 
 @routes.put("/partner/orders/{id}/accept", summary="Accept an offer: exactly one partner wins",
             query=AcceptQuery, roles=("partner",),
-            responses={404: "no such order", 409: "the offer is no longer open to you"})
+            responses={404: "no such order",
+                       409: "the offer is no longer open to you, or you are on another job (partner_busy)"})
 async def accept_offer(request: web.Request, *, query: AcceptQuery, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     flow = OrderFlow(db, request.config_dict[keys.REDIS])
-    # The guarantee is the conditional update inside accept_offer; nothing here needs a lock.
+    # The guarantee is the conditional updates inside accept_offer (the partner's claim, then the
+    # order's transition); nothing here needs a lock.
     after = await flow.accept_offer(request.match_info["id"], user.user_id, fence=query.fence)
     logger.info("order %s accepted by partner %s", after["_id"], user.user_id)
     return json_response(await assigned_view(db, after))
@@ -115,6 +128,8 @@ async def decline_offer(request: web.Request, *, user: Claims) -> web.Response:
     order_id = request.match_info["id"]
     # Orders are created with declined_partner_ids = [] (the embedded server's $addToSet needs
     # an existing array). The precondition makes a decline of someone else's offer a no-op.
+    # This write is the durable record of the decline: should the event below be lost (or its
+    # handling fail), the dispatch sweep finds the holder in declined_partner_ids and moves on.
     after = await db.orders.find_one_and_update(
         {"_id": order_id, "status": "offered", "offer_partner_ids": {"$in": [user.user_id]}},
         {"$addToSet": {"declined_partner_ids": user.user_id}, "$set": {"updated_at": iso()}},
@@ -157,6 +172,7 @@ async def report_location(request: web.Request, *, body: LocationFix, user: Clai
         raise ServiceUnavailable("location tracking is not available right now", code="ingest_unavailable")
     # Clock skew, ordering and plausibility are judged by the ingest, against the partner's
     # previous fix; its verdict per point is the answer.
+    await mark_polled(request, user.user_id)
     ts = body.ts if body.ts is not None else now_ms()
     point = LocationPoint(lat=body.lat, lng=body.lng, accuracy=body.accuracy, speed=body.speed,
                           heading=body.heading, ts=ts)

@@ -410,6 +410,7 @@ async def payments_worker(app: web.Application) -> None:
     """Expire unpaid orders and heal what crashes and lost answers left, every few seconds."""
     failing = False
     while True:
+        stop_if_cancelled()  # PyMongo may swallow a cancellation and return normally
         await asyncio.sleep(SWEEP_INTERVAL_S)
         try:
             flow = PaymentFlow(app[keys.DB], app[keys.REDIS], app[keys.SETTINGS], app[PROVIDERS])
@@ -430,6 +431,7 @@ async def simulator_webhooks_worker(app: web.Application) -> None:
     if not isinstance(simulator, SimulatedPayments):
         return
     while True:
+        stop_if_cancelled()  # PyMongo may swallow a cancellation and return normally
         try:
             if await simulator.deliver_due() == 0:
                 await asyncio.sleep(0.5)

@@ -122,7 +122,8 @@ FLEET_ONLINE = "pp:fleet:online"      # SET: partner ids that are on duty (avail
 PARTNER_STATE = "pp:partner:{partner_id}"  # HASH: lat, lng, ts, accuracy, speed, heading, online, order_id
 
 # MongoDB collection written by the dispatch engine, read by admins through the API:
-# {_id, order_id, at (ISO), event: candidates|offer|reply|timeout|revoked|widen|alert|assigned, data: {...}}
+# {_id, order_id, at (ISO), event: candidates|offer|reply|reply_refused|timeout|revoked|widen|alert|waiting|
+#  lease_released|assigned, data: {...}}
 DISPATCH_AUDIT = "dispatch_audit"
 
 
@@ -144,6 +145,19 @@ OFFER_HOLDERS = "pp:offer:{order_id}:holders"
 FLEET_BUSY = "pp:fleet:busy"
 # STRING: present while the fleet index matches MongoDB; missing after Redis lost its data.
 FLEET_EPOCH = "pp:fleet:epoch"
+# GEO: the index matching searches: only partners on duty with a fresh, known fix (going off duty,
+# suspension and staleness remove them; their next ping re-adds them). FLEET_GEO keeps everyone
+# with a position for the admin map.
+FLEET_SEARCH = "pp:fleet:search"
+# ZSET per partner: "<node>/<sid>" of each connected Socket.IO socket -> ms until which it counts as
+# live (refreshed by the process that holds it, removed on disconnect; a dead process's lapse).
+PARTNER_SOCKETS = "pp:partner:{partner_id}:sockets"
+# STRING with a TTL: written by api when a partner polls over REST (open offers, location); a
+# partner without a live socket is reachable while it exists.
+PARTNER_POLLED = "pp:partner:{partner_id}:polled"
+# The field of a `partners` document naming the partner's one active job ("" or missing: free);
+# claimed with a conditional update before the order's own (core.orderflow.OrderFlow.assign).
+PARTNER_JOB_FIELD = "current_order_id"
 # MongoDB collections written by the dispatch engine.
 PARTNER_POSITIONS = "partner_positions"            # _id partner id: last known position, online 0/1
 PARTNER_TRACKS = "partner_tracks"                  # bounded, down-sampled position history
@@ -204,8 +218,8 @@ class FleetPartner(_Message):
     id: str
     lat: float
     lng: float
-    status: Literal["idle", "offered", "busy", "offline", "stale"]
-    last_seen: int  # ms since epoch
+    status: Literal["idle", "offered", "busy", "offline", "stale", "unknown"]
+    last_seen: int  # ms since epoch of the last fix (its ts, capped by receipt); 0 when unknown
 
 
 class FleetMessage(_Message):
@@ -218,7 +232,8 @@ class FleetMessage(_Message):
 
 
 class DispatchAlertMessage(_Message):
-    """`dispatch_alert` to room admins: nobody took the order; it waits for manual assignment."""
+    """`dispatch_alert` to room admins, once per order: nobody took it within the maximum radius; it
+    waits for a partner (retried on a backoff and when one comes free nearby) or an admin."""
 
     order_id: str
     reason: str

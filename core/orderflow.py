@@ -7,19 +7,25 @@ update. After the commit an `OrderEvent` is published on Redis as a hint for oth
 
 The history array is rewritten with `$set` rather than `$push`: the embedded wire server
 stores `$push`ed sub-documents as strings, and a version-checked `$set` is exact on both.
+
+One job at a time: a partner is claimed in its `partners` document (PARTNER_JOB_FIELD) with a
+conditional update before the order's own conditional transition to `assigned`, and the claim is
+released if that transition loses. Two orders racing for one partner therefore have one winner:
+the second claim finds the first. A claim outlives its job only if a process dies between the two
+writes; the next claim attempt finds it is not backed by a live job and clears it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from core.contracts import ORDER_EVENTS, LatLng, OrderEvent
+from core.contracts import ORDER_EVENTS, PARTNER_JOB_FIELD, LatLng, OrderEvent
 from core.errors import Conflict, NotFound
 from core.jsonutil import iso, now_ms
 
@@ -52,6 +58,15 @@ ACTIVE = frozenset({"pending_payment", "placed", "offered", "assigned", "en_rout
 TRACKABLE = frozenset({"assigned", "en_route", "arrived", "setup_complete"})
 ASSIGNABLE = frozenset({"placed", "offered", "assigned"})
 
+# A job ends (and frees its partner's claim) when the order reaches one of these.
+ENDED = frozenset({"completed", "cancelled", "refunded"})
+# Assignment ends the order's wait for a partner: its retry schedule and alert are cleared.
+_ASSIGNED_CLEARS = {"dispatch_exhausted": 0, "dispatch_retry_ms": 0, "dispatch_alert_ms": 0}
+CLAIM_AT_FIELD = "current_order_ms"
+# A claim younger than this is an accept in flight (claim written, order update not yet): it is
+# never judged stale, whatever the order says, or two accepts could both pass.
+CLAIM_IN_FLIGHT_MS = 10_000
+
 _MAX_RACES = 8
 
 
@@ -77,6 +92,7 @@ class OrderFlow:
         allowed_from: frozenset[str] | None = None,
         expect: Mapping[str, Any] | None = None,
         set_fields: Mapping[str, Any] | None = None,
+        add_to_set: Mapping[str, Sequence[str]] | None = None,
         conflict_message: str | None = None,
         record_same: bool = False,
     ) -> dict[str, Any]:
@@ -84,8 +100,11 @@ class OrderFlow:
 
         A move to the current status writes a history entry only with `record_same` (an admin
         reassignment is a change the customer hears about; a new offer round is not).
+        `add_to_set` adds ids to array fields in the same update (`$addToSet`), so writers that
+        each add to an array (a REST decline and the dispatch engine) never overwrite each other.
         Raises NotFound for an unknown order and Conflict (code `illegal_transition`, or
         `precondition_failed` when `expect` did not hold) otherwise. Returns the order after.
+        A partner whose job ended here (or who was replaced) has its claim released.
         """
         for _ in range(_MAX_RACES):
             doc = await self.orders.find_one({"_id": order_id})
@@ -105,11 +124,17 @@ class OrderFlow:
             # that this order has history entries it has not turned into messages yet.
             update_set: dict[str, Any] = {"status": to, "version": version + 1, "history": history,
                                           "updated_at": at, "notify_pending": 1 if recorded else
-                                          int(doc.get("notify_pending", 0) or 0), **(set_fields or {})}
+                                          int(doc.get("notify_pending", 0) or 0),
+                                          **(_ASSIGNED_CLEARS if to == "assigned" else {}), **(set_fields or {})}
             query: dict[str, Any] = {"_id": order_id, "version": version, "status": current, **(expect or {})}
-            after = await self.orders.find_one_and_update(query, {"$set": update_set},
-                                                          return_document=ReturnDocument.AFTER)
+            update: dict[str, Any] = {"$set": update_set}
+            if add_to_set:
+                update["$addToSet"] = {field: {"$each": list(ids)} for field, ids in add_to_set.items()}
+            after = await self.orders.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
             if after is not None:
+                previous = doc.get("partner_id")
+                if previous and (to in ENDED or after.get("partner_id") != previous):
+                    await self.release_partner(str(previous), order_id)
                 await self.announce(after, prev_status=current, by_role=by_role, reason=reason)
                 return after
             # Lost: either someone else changed the order (retry against the new state) or our
@@ -123,18 +148,106 @@ class OrderFlow:
         raise Conflict("the order is changing too quickly; try again", code="busy")
 
     async def accept_offer(self, order_id: str, partner_id: str, *, fence: int | None = None) -> dict[str, Any]:
-        """The partner takes the order: only while the offer is theirs, unexpired and (when given)
-        still carries the same fencing number. Exactly one of any number of racing accepts wins."""
+        """The partner takes the order: only while the offer is theirs, unexpired, not declined by
+        them, (when given) still carries the same fencing number, and the partner has no other
+        job. Exactly one of any number of racing accepts wins."""
         # `$in`, not equality: the embedded wire server matches nothing by equality on an indexed array.
-        expect: dict[str, Any] = {"offer_partner_ids": {"$in": [partner_id]}, "offer_expires_ms": {"$gt": now_ms()}}
+        expect: dict[str, Any] = {"offer_partner_ids": {"$in": [partner_id]}, "offer_expires_ms": {"$gt": now_ms()},
+                                  "declined_partner_ids": {"$nin": [partner_id]}}
         if fence is not None:
             expect["offer_fence"] = fence
-        return await self.transition(
-            order_id, "assigned", by_role="partner", by_id=partner_id, allowed_from=frozenset({"offered"}),
-            expect=expect, conflict_message="this offer is no longer open",
-            set_fields={"partner_id": partner_id, "assigned_at": iso(), "offer_partner_ids": [],
-                        "offer_expires_ms": 0},
-        )
+        return await self.assign(order_id, partner_id, by_role="partner", by_id=partner_id,
+                                 allowed_from=frozenset({"offered"}), expect=expect,
+                                 conflict_message="this offer is no longer open")
+
+    async def assign(self, order_id: str, partner_id: str, *, by_role: str, by_id: str | None,
+                     reason: str | None = None, allowed_from: frozenset[str] | None = None,
+                     expect: Mapping[str, Any] | None = None, conflict_message: str | None = None,
+                     record_same: bool = False) -> dict[str, Any]:
+        """Give the order to `partner_id`: claim the partner, then transition the order; the claim
+        is released if the transition loses. Raises Conflict `partner_busy` when the partner has
+        another active job."""
+        fresh = await self.claim_partner(partner_id, order_id)
+        try:
+            return await self.transition(
+                order_id, "assigned", by_role=by_role, by_id=by_id, reason=reason, allowed_from=allowed_from,
+                expect=expect, conflict_message=conflict_message, record_same=record_same,
+                set_fields={"partner_id": partner_id, "assigned_at": iso(), "offer_partner_ids": [],
+                            "offer_expires_ms": 0})
+        except BaseException:
+            # Only a claim taken here is given back: one that already named this order (a repeated
+            # accept of an order the partner has) still stands for the job.
+            if fresh:
+                await self.release_partner(partner_id, order_id)
+            raise
+
+    async def claim_partner(self, partner_id: str, order_id: str) -> bool:
+        """Claim the partner for `order_id`; True when newly claimed, False when it already was.
+
+        Two conditional updates rather than one with `$or`: the embedded wire server ignores `_id`
+        in a find-and-modify whose filter has an `$or`, so each precondition is tried alone.
+        """
+        partners = self.orders.database.partners
+        claim = {"$set": {PARTNER_JOB_FIELD: order_id, CLAIM_AT_FIELD: now_ms()}}
+        for _ in range(_MAX_RACES):
+            if await partners.find_one_and_update({"_id": partner_id, PARTNER_JOB_FIELD: {"$exists": False}}, claim):
+                return True
+            before = await partners.find_one_and_update(
+                {"_id": partner_id, PARTNER_JOB_FIELD: {"$in": ["", order_id]}}, claim,
+                return_document=ReturnDocument.BEFORE)
+            if before is not None:
+                return before.get(PARTNER_JOB_FIELD) != order_id
+            current = await partners.find_one({"_id": partner_id}, {PARTNER_JOB_FIELD: 1, CLAIM_AT_FIELD: 1})
+            if current is None:
+                raise NotFound("no such partner", code="partner_not_found")
+            held = str(current.get(PARTNER_JOB_FIELD) or "")
+            if not held:
+                continue  # released meanwhile: claim again
+            if await self._claim_is_live(partner_id, held, int(current.get(CLAIM_AT_FIELD) or 0)):
+                raise Conflict("this partner is on another job", code="partner_busy")
+            # Left by a process that died between claim and release: clear exactly that claim.
+            logger.info("releasing a stale claim of partner %s on order %s", partner_id, held)
+            await partners.update_one({"_id": partner_id, PARTNER_JOB_FIELD: held}, {"$set": {PARTNER_JOB_FIELD: ""}})
+        raise Conflict("the partner is changing too quickly; try again", code="busy")
+
+    async def _claim_is_live(self, partner_id: str, order_id: str, claimed_ms: int) -> bool:
+        """Whether a claim on `order_id` stands: its job is active with the partner, its accept may
+        still be in flight (the order is offered to them), or it is too young to judge."""
+        if now_ms() - claimed_ms < CLAIM_IN_FLIGHT_MS:
+            return True
+        order = await self.orders.find_one({"_id": order_id}, {"status": 1, "partner_id": 1, "offer_partner_ids": 1,
+                                                               "offer_expires_ms": 1})
+        if order is None:
+            return False
+        if order.get("status") in TRACKABLE:
+            return order.get("partner_id") == partner_id
+        return order.get("status") == "offered" and partner_id in (order.get("offer_partner_ids") or []) \
+            and int(order.get("offer_expires_ms") or 0) > now_ms()
+
+    async def claim_active_jobs(self) -> int:
+        """Claim the partners of active jobs that no claim names yet (jobs assigned before claims
+        existed). Conditional: an existing claim is never replaced. Returns how many were claimed."""
+        partners = self.orders.database.partners
+        claimed = 0
+        async for order in self.orders.find({"status": {"$in": sorted(TRACKABLE)}}, {"partner_id": 1}):
+            pid = order.get("partner_id")
+            if not isinstance(pid, str) or not pid:
+                continue
+            for free in ({"$exists": False}, ""):
+                result = await partners.update_one({"_id": pid, PARTNER_JOB_FIELD: free}, {"$set": {
+                    PARTNER_JOB_FIELD: str(order["_id"]), CLAIM_AT_FIELD: now_ms()}})
+                if result.modified_count:
+                    claimed += 1
+                    break
+        return claimed
+
+    async def release_partner(self, partner_id: str, order_id: str) -> None:
+        """Free the partner if (and only if) its claim names `order_id`."""
+        try:
+            await self.orders.database.partners.update_one({"_id": partner_id, PARTNER_JOB_FIELD: order_id},
+                                                           {"$set": {PARTNER_JOB_FIELD: ""}})
+        except Exception as exc:  # the next claim finds the stale one and clears it
+            logger.warning("could not release partner %s from %s: %s", partner_id, order_id, type(exc).__name__)
 
     async def announce(self, order: Mapping[str, Any], *, prev_status: str | None, by_role: str,
                        reason: str | None = None) -> None:

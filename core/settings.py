@@ -72,8 +72,20 @@ class Settings(BaseModel):
     offer_timeout_s: float = 30.0
     dispatch_radius_m: int = 5000
     dispatch_max_radius_m: int = 20000
-    dispatch_strategy: Literal["sequential", "top_k"] = "sequential"
+    # sequential: one partner at a time; top_k: the best `dispatch_top_k` at once; broadcast: every
+    # candidate within the radius at once (capped; see dispatch/offers.py). First accept wins.
+    dispatch_strategy: Literal["sequential", "top_k", "broadcast"] = "sequential"
     dispatch_top_k: int = 3
+    # An order nobody took waits for a partner and is retried after this, doubling up to the max
+    # (and at once when a partner comes on duty or frees up within the maximum radius).
+    dispatch_retry_s: float = Field(30.0, gt=0)
+    dispatch_retry_max_s: float = Field(300.0, gt=0)
+    # A partner whose last socket closed keeps a held offer this long (a reconnect within it keeps
+    # the offer), then it is released and the cascade moves on.
+    offer_disconnect_grace_s: float = Field(10.0, ge=0)
+    # A partner without a live socket counts as reachable this long after a REST poll (open offers
+    # or a location report).
+    partner_poll_window_s: float = Field(45.0, gt=0)
     fleet_tick_s: float = 1.0
     simulate_partners: int = 12
 
@@ -100,6 +112,14 @@ class Settings(BaseModel):
     cloudinary_api_base: str | None = None
     google_maps_api_key: SecretStr | None = None
     google_maps_api_base: str | None = None
+
+    # arrival windows (api/windows.py): today's orders are "as soon as possible" within this many
+    # minutes; later ones default to this local slot; dispatch starts the lead time before a window
+    # opens, plus this share of the package's set-up time.
+    asap_window_min: int = Field(90, ge=30, le=720)
+    default_arrival_window: str = Field("10:00-13:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    dispatch_lead_min: int = Field(60, ge=0, le=24 * 60)
+    setup_buffer_bp: int = Field(2500, ge=0, le=10000)
 
     # payments (docs/payments.md)
     # None: the simulator runs when no real provider is configured. Production runs it only when

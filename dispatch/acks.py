@@ -17,6 +17,7 @@ RATE_LIMITED = "rate_limited"
 FORBIDDEN = "forbidden"
 NOT_FOUND = "not_found"
 OFFER_CLOSED = "offer_closed"
+PARTNER_BUSY = "partner_busy"
 TOKEN_EXPIRED = "token_expired"  # noqa: S105 - an error code, not a secret
 UNAVAILABLE = "unavailable"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from core.tasks import TaskOwner, stop_if_cancelled
 from dispatch.audit import AuditTrail
 from dispatch.emitter import Emitter
 from dispatch.events import EventListener, Handler
-from dispatch.fleet import FleetIndex
+from dispatch.fleet import FleetIndex, Written
 from dispatch.ingest import Ingest
 from dispatch.live import Live
 from dispatch.matching import Matcher
@@ -64,6 +64,10 @@ class Tuning:
     sweep_s: float = 5.0
     timer_poll_s: float = 0.1
     trim_every_sweeps: int = 60
+    # Wake-ups (partners on duty or freed up) are gathered this long, then handled together: one
+    # MongoDB read of the waiting orders for a whole burst (say, everyone's first ping after a
+    # Redis rebuild) rather than one per partner.
+    wake_batch_s: float = 0.1
 
 
 class Engine:
@@ -82,9 +86,16 @@ class Engine:
         key = settings.google_maps_api_key.get_secret_value() if settings.google_maps_api_key else None
         self.matcher = Matcher(self.fleet, self.partners, travel_times(key, settings.google_maps_api_base))
         self.offers = Offers(settings, redis, db, self.fleet, self.matcher, self.audit, OrderFlow(db, redis), emitter)
+        self.offers.on_index_lost = self.resync
+        self.offers.on_partner_free = self.wake
         self.live = Live(db, self.fleet, emitter)
         self.ingest.listeners.append(self.live.on_ping)
+        self.ingest.watchers.append(self._on_written)
         self.tasks: TaskOwner | None = None
+        self._wake_ids: set[str] = set()
+        self._wake_event = asyncio.Event()
+        self._resyncing = False
+        self._pruned_upto = 0
         # Set by the socket server: end the local sockets of a partner or a session.
         self.on_partner_standing: list[Any] = []
         self.on_session_revoked: list[Any] = []
@@ -109,6 +120,8 @@ class Engine:
             logger.warning("dispatch indexes not created: %s", type(exc).__name__)
         try:
             await self.resync()
+            await self.fleet.index_on_duty()
+            await self.offers.flow.claim_active_jobs()
         except Exception as exc:  # Redis or Mongo down at start: the sweeper retries
             logger.warning("dispatch start-up sync failed: %s", type(exc).__name__)
         tasks.spawn(self.events.run(), name="dispatch:events")
@@ -117,6 +130,7 @@ class Engine:
         tasks.spawn(self.ingest.persist_loop(), name="dispatch:ingest-persist")
         tasks.spawn(self._timer_loop(), name="dispatch:offer-timers")
         tasks.spawn(self._sweep_loop(), name="dispatch:sweeper")
+        tasks.spawn(self._wake_loop(), name="dispatch:wake")
         tasks.spawn(self.live.tick_loop(self.settings.fleet_tick_s), name="dispatch:fleet-tick")
 
     async def stop(self) -> None:
@@ -125,11 +139,62 @@ class Engine:
         self.matcher.travel.close()
 
     async def resync(self) -> None:
-        """Re-read the truth: fleet index after data loss, who is on which job."""
-        await self.fleet.rebuild_if_lost()
+        """Re-read the truth: fleet index and open offers after data loss, who is on which job."""
+        if await self.fleet.rebuild_if_lost():
+            await self.offers.restore_after_loss()
         self.live.load_jobs(await self.fleet.sync_jobs())
         for callback in self.on_resync:
             await callback()
+
+    def _on_written(self, written: Written) -> None:
+        """After each ingest write: a missing epoch means Redis lost its data, so rebuild now (not at
+        the next sweep); partners who just became available may unblock waiting orders."""
+        if not written.epoch and not self._resyncing:
+            self._resyncing = True
+            self._spawn(self._resync_now(), name="dispatch:resync")
+        if written.available:
+            self.wake(written.available)
+
+    async def _resync_now(self) -> None:
+        try:
+            await self.resync()
+        except Exception as exc:
+            stop_if_cancelled()
+            logger.warning("dispatch resync after data loss failed: %s", type(exc).__name__)
+        finally:
+            self._resyncing = False
+
+    def wake(self, partner_ids: Iterable[str]) -> None:
+        """Queue partners who came on duty or freed up; waiting orders near them are retried."""
+        self._wake_ids.update(partner_ids)
+        self._wake_event.set()
+
+    async def _wake_loop(self) -> None:
+        while True:
+            await self._wake_event.wait()
+            await asyncio.sleep(self.tuning.wake_batch_s)
+            self._wake_event.clear()
+            ids, self._wake_ids = self._wake_ids, set()
+            try:
+                await self.offers.wake(ids)
+            except Exception as exc:
+                stop_if_cancelled()
+                logger.warning("waking waiting orders failed: %s", type(exc).__name__)
+            stop_if_cancelled()  # a cancel swallowed inside a store call must still end the loop
+
+    def partner_disconnected(self, partner_id: str) -> None:
+        """A partner's socket closed here: after the grace period, if it has no live connection
+        anywhere, its held offer is released and the cascade moves on."""
+        self._spawn(self._release_if_gone(partner_id), name=f"dispatch:gone:{partner_id}")
+
+    async def _release_if_gone(self, partner_id: str) -> None:
+        await asyncio.sleep(self.settings.offer_disconnect_grace_s)
+        try:
+            if not await self.fleet.reachable(partner_id):
+                await self.offers.release_held_offer(partner_id, via="disconnect")
+        except Exception as exc:  # the offer then times out as usual
+            stop_if_cancelled()
+            logger.warning("releasing a disconnected partner's offer failed: %s", type(exc).__name__)
 
     def _spawn(self, coro: Any, name: str) -> None:
         if self.tasks is None:
@@ -141,8 +206,11 @@ class Engine:
             pass
 
     async def _order_event(self, event: OrderEvent) -> None:
-        for pid in await self.live.on_order_event(event):
+        replaced = await self.live.on_order_event(event)
+        for pid in replaced:
             await self.fleet.clear_job_if(pid, event.order_id)
+        if replaced and await self.offers.claim_once(f"replaced:{event.order_id}:{event.version}"):
+            self.wake(replaced)
         # Matching may take a few round trips: do not hold up the next event.
         self._spawn(self.offers.on_order_event(event), name=f"dispatch:order:{event.order_id}")
 
@@ -158,6 +226,8 @@ class Engine:
             for callback in self.on_partner_standing:
                 await callback(event.partner_id, event.status)
             await self.fleet.set_online(event.partner_id, False)
+            # Every process hears this; the first release wins and the others find nothing held.
+            await self.offers.release_held_offer(event.partner_id, via=event.status)
 
     async def _session_event(self, event: SessionEvent) -> None:
         for callback in self.on_session_revoked:
@@ -180,6 +250,7 @@ class Engine:
             sweeps += 1
             try:
                 await self.resync()
+                self._pruned_upto = await self.fleet.prune_stale(self._pruned_upto)
                 await self.offers.sweep()
                 if sweeps % self.tuning.trim_every_sweeps == 0:
                     await self.fleet.trim_changed()

@@ -25,7 +25,7 @@ from core.contracts import PARTNER_TRACKS, IngestResult, LocationPoint
 from core.jsonutil import now_ms
 from core.tasks import stop_if_cancelled
 from dispatch import acks
-from dispatch.fleet import FleetIndex
+from dispatch.fleet import FleetIndex, Written
 from geo.distance import haversine_m
 from geo.eta import MAX_PLAUSIBLE_SPEED_MPS
 
@@ -108,6 +108,8 @@ def parse_point(raw: Any) -> LocationPoint:
 
 
 Listener = Callable[[str, LocationPoint], Awaitable[None]]
+# Told what each micro-batch write found (index lost, partners now available); must not block.
+WriteWatcher = Callable[[Written], None]
 
 
 class Ingest:
@@ -129,6 +131,7 @@ class Ingest:
         self._loading: dict[str, asyncio.Future[_Last | None]] = {}
         self._load_wake = asyncio.Event()
         self.listeners: list[Listener] = []
+        self.watchers: list[WriteWatcher] = []
 
     async def ingest(self, partner_id: str, points: list[LocationPoint]) -> IngestResult:
         """Validate `points` (any order; de-duplicated by ts) and store the accepted ones."""
@@ -245,7 +248,7 @@ class Ingest:
             batch, self._pending = self._pending, {}
             done, self._pending_done = self._pending_done, None
             try:
-                await self.fleet.write_positions(batch)
+                written = await self.fleet.write_positions(batch)
             except Exception as exc:
                 stop_if_cancelled()
                 if done is not None and not done.done():
@@ -254,6 +257,8 @@ class Ingest:
                 continue
             if done is not None and not done.done():
                 done.set_result(None)
+            for watch in self.watchers:
+                watch(written)
 
     async def persist_loop(self) -> None:
         """Every second: last-known positions as one bulk upsert, history as one insert."""

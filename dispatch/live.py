@@ -17,7 +17,7 @@ from core.orderflow import TRACKABLE
 from core.tasks import stop_if_cancelled
 from dispatch import acks
 from dispatch.emitter import Emitter
-from dispatch.fleet import MAP_FIELDS, FleetIndex, map_status
+from dispatch.fleet import MAP_FIELDS, FleetIndex, fix_time, map_status
 from geo.distance import BBox, bbox_center_and_size, in_bbox, valid_bbox
 from geo.eta import eta_between
 
@@ -185,13 +185,15 @@ class Live:
         held = await self.fleet.offers_held(ids)
         now, stale_ms = now_ms(), self.fleet.stale_ms
         out = []
-        for pid, (lat, lng, seen, online, order_id), offered in zip(ids, rows, held, strict=True):
+        for pid, (lat, lng, ts, seen, online, order_id, unknown), offered in zip(ids, rows, held, strict=True):
             if not lat or not lng:
                 continue
-            seen_ms = int(float(seen)) if seen else 0
-            status = map_status(online == "1", seen_ms, order_id or None, offered, now, stale_ms)
+            fix_ms = fix_time(int(float(ts)) if ts else 0, int(float(seen)) if seen else 0)
+            status = map_status(online == "1", fix_ms, unknown == "1", order_id or None, offered, now, stale_ms)
+            # An unknown partner's last fix is a copy rebuilt from MongoDB, not something we heard:
+            # no age is shown for it (a map would grey it as stale by that age).
             out.append((pid, {"id": pid, "lat": float(lat), "lng": float(lng), "status": status,
-                              "last_seen": seen_ms}))
+                              "last_seen": 0 if status == "unknown" else fix_ms}))
         return out
 
     async def tick(self) -> list[tuple[str, dict[str, Any]]]:

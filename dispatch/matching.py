@@ -1,17 +1,22 @@
-"""Candidate search and ranking: nearby, approved, on duty, fresh, idle partners, best ETA first."""
+"""Candidate search and ranking: nearby, approved, on duty, fresh, idle, reachable partners, best ETA first."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from core.jsonutil import now_ms
-from dispatch.fleet import FleetIndex
+from dispatch.fleet import SKIP_REASONS, FleetIndex, Lease
 from dispatch.partners import PartnerDirectory
 from gateway_clients.maps import TravelTimes
 
-# GEOSEARCH returns the nearest N; beyond that many, the best ETA is almost surely among them.
+# The first search reads the nearest N; beyond that many, the best ETA is almost surely among them.
 SEARCH_COUNT = 200
+# When fewer than the needed candidates survive the filters and the search hit its COUNT, the
+# next search reads this many times more (the nearest ones are not filtered twice). 200, 800,
+# 3,200, 12,800: four searches cover a crowded city centre; the last bound keeps one search
+# (a few ms of Redis time per thousand members) from holding Redis for long.
+SEARCH_GROWTH = 4
+SEARCH_COUNT_MAX = 12_800
 # ETAs within the same 60-second band count as equal; fairness (longest idle) decides among them.
 ETA_BAND_S = 60
 
@@ -31,10 +36,13 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Search:
-    """What a search found: the ranked candidates and how many were skipped, by reason."""
+    """What a search found: the ranked candidates, how many were skipped (by reason), the other
+    offers skipped partners hold, and whether the index was found missing (Redis lost its data)."""
 
     candidates: list[Candidate]
     skipped: dict[str, int]
+    leases: list[Lease] = field(default_factory=list)
+    index_lost: bool = False
 
 
 class Matcher:
@@ -45,43 +53,42 @@ class Matcher:
         self.partners = partners
         self.travel = travel
 
-    async def search(self, lat: float, lng: float, radius_m: int, exclude: Collection[str]) -> Search:
-        near = [(pid, dist) for pid, dist in await self.fleet.near(lat, lng, radius_m, SEARCH_COUNT)
-                if pid not in exclude]
-        skipped = {"excluded": 0, "not_approved": 0, "offline": 0, "stale": 0, "busy": 0, "offered": 0}
-        if not near:
-            return Search([], skipped)
-        ids = [pid for pid, _ in near]
-        states = await self.fleet.states(ids)
-        held = await self.fleet.offers_held(ids)
-        now = now_ms()
-        # Redis filters first (cheap); partner standing (MongoDB, cached) only for the survivors.
-        live: list[tuple[str, float, int, tuple[float, float]]] = []
-        for (pid, dist), state, has_offer in zip(near, states, held, strict=True):
-            if not state.online:
-                skipped["offline"] += 1
-            elif not state.fresh(now, self.fleet.stale_ms) or state.lat is None or state.lng is None:
-                skipped["stale"] += 1
-            elif state.order_id:
-                skipped["busy"] += 1
-            elif has_offer:
-                skipped["offered"] += 1
-            else:
-                live.append((pid, dist, state.idle_since, (state.lat, state.lng)))
-        standings = await self.partners.standings([pid for pid, *_ in live])
+    async def search(self, lat: float, lng: float, radius_m: int, exclude: Collection[str], need: int = 1) -> Search:
+        """Rank at least `need` candidates when that many exist within the radius.
+
+        Redis filters first (one script per search: on duty, known, fresh, idle, reachable, not
+        holding another offer); partner standing (MongoDB, cached) only for the survivors. When
+        too few survive and the search read its whole COUNT, a larger search reads further out,
+        so a crowded area whose nearest partners are all busy never reads as empty.
+        """
+        skipped = dict.fromkeys((*SKIP_REASONS, "not_approved"), 0)
+        leases: list[Lease] = []
         keep: list[tuple[str, float, int, str | None, tuple[float, float]]] = []
-        for pid, dist, idle_since, position in live:
-            standing = standings.get(pid)
-            if standing is None or standing.status != "approved":
-                skipped["not_approved"] += 1
-            else:
-                keep.append((pid, dist, idle_since, standing.vehicle_type, position))
+        count, offset = SEARCH_COUNT, 0
+        excluded = sorted(exclude)
+        while True:
+            found = await self.fleet.nearby(lat, lng, radius_m, count, offset, excluded)
+            if not found.epoch:
+                return Search([], skipped, index_lost=True)
+            for reason, n in found.skipped.items():
+                skipped[reason] += n
+            leases.extend(found.leases)
+            standings = await self.partners.standings([s[0] for s in found.survivors])
+            for pid, dist, plat, plng, idle_since in found.survivors:
+                standing = standings.get(pid)
+                if standing is None or standing.status != "approved":
+                    skipped["not_approved"] += 1
+                else:
+                    keep.append((pid, dist, idle_since, standing.vehicle_type, (plat, plng)))
+            if len(keep) >= need or not found.full or count >= SEARCH_COUNT_MAX:
+                break
+            offset, count = count, min(count * SEARCH_GROWTH, SEARCH_COUNT_MAX)
         if not keep:
-            return Search([], skipped)
+            return Search([], skipped, leases)
         etas = await self.travel.etas([k[4] for k in keep], (lat, lng), [k[3] for k in keep])
         ranked = sorted(
             (Candidate(pid, round(dist), eta, idle) for (pid, dist, idle, _, _), eta in zip(keep, etas, strict=True)),
             key=lambda c: (c.eta_s // ETA_BAND_S, c.idle_since, c.eta_s, c.partner_id),
         )
         return Search([Candidate(c.partner_id, c.distance_m, c.eta_s, c.idle_since, rank=i + 1)
-                       for i, c in enumerate(ranked)], skipped)
+                       for i, c in enumerate(ranked)], skipped, leases)

@@ -20,9 +20,12 @@ from core import jsonutil, keys
 from core.contracts import REVOKED_SESSION_KEY
 from core.errors import AppError
 from core.settings import Settings
+from core.tasks import stop_if_cancelled
 from core.tokens import decode_access_token, decode_tracking_token
 from dispatch import acks
+from dispatch.audit import NODE
 from dispatch.engine import Engine, Tuning
+from dispatch.fleet import PRESENCE_REFRESH_S
 from dispatch.live import GUEST
 from dispatch.ratelimit import TokenBucket
 from dispatch.rooms import IndexedRedisManager
@@ -46,6 +49,11 @@ EVENT_BURST = 30.0
 # connection pools. Pings are batched by the ingest and do not need the gate.
 STORE_CONCURRENCY = 64
 UNGATED = frozenset({"location", "location_batch"})
+
+
+def socket_id(sid: str) -> str:
+    """A socket's name in the presence sets, unique across processes."""
+    return f"{NODE}/{sid}"
 
 
 @dataclass
@@ -180,6 +188,10 @@ class SocketServer:
         self.by_user.setdefault(conn.user_id, set()).add(sid)
         if conn.role == "partner":
             await self.sio.enter_room(sid, f"partner:{conn.user_id}")
+            try:  # reachable for offers from now on (checked by matching on every process)
+                await self.engine.fleet.mark_connected(conn.user_id, socket_id(sid))
+            except Exception as exc:  # the next presence refresh writes it
+                logger.warning("could not record a partner's presence: %s", type(exc).__name__)
         elif conn.role == "admin":
             await self.sio.enter_room(sid, "admins")
 
@@ -193,18 +205,47 @@ class SocketServer:
             raise Refused(exc.code, exc.message) from None
         return Conn(claims.order_id, GUEST, "", claims.expires_at)
 
-    def _forget(self, sid: str) -> None:
+    def _forget(self, sid: str) -> Conn | None:
         conn = self.conns.pop(sid, None)
         if conn is not None:
             sids = self.by_user.get(conn.user_id, set())
             sids.discard(sid)
             if not sids:
                 self.by_user.pop(conn.user_id, None)
+        return conn
+
+    async def _leave(self, sid: str) -> None:
+        """Forget a socket; a partner's presence entry goes at once, and its held offer after the
+        grace period unless it is connected again (here, elsewhere, or polling over REST)."""
+        conn = self._forget(sid)
+        if ENGINE not in self.app:
+            return
+        self.engine.live.unsubscribe(sid)
+        if conn is not None and conn.role == "partner":
+            try:
+                await self.engine.fleet.mark_disconnected(conn.user_id, socket_id(sid))
+            except Exception as exc:  # the entry lapses on its own within PRESENCE_TTL_MS
+                logger.warning("could not clear a partner's presence: %s", type(exc).__name__)
+            self.engine.partner_disconnected(conn.user_id)
 
     async def disconnect(self, sid: str, *_: Any) -> None:
-        self._forget(sid)
-        if ENGINE in self.app:
-            self.engine.live.unsubscribe(sid)
+        await self._leave(sid)
+
+    async def refresh_presence(self) -> None:
+        """Mark this process's partner sockets live for another PRESENCE_TTL_MS."""
+        pairs = [(conn.user_id, socket_id(sid)) for sid, conn in list(self.conns.items()) if conn.role == "partner"]
+        if pairs:
+            await self.engine.fleet.refresh_presence(pairs)
+
+    async def presence_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_REFRESH_S)
+            try:
+                await self.refresh_presence()
+            except Exception as exc:
+                stop_if_cancelled()
+                logger.warning("presence refresh failed: %s", type(exc).__name__)
+            stop_if_cancelled()  # a cancel swallowed inside a store call must still end the loop
 
     async def drop_partner(self, partner_id: str, status: str) -> None:
         """A partner lost its standing: end its sockets here at once."""
@@ -237,18 +278,21 @@ class SocketServer:
             if sid not in self.conns:
                 continue  # gone meanwhile
             logger.info("disconnecting a socket: %s", reason)
-            self._forget(sid)
+            await self._leave(sid)
             await self.sio.disconnect(sid, ignore_queue=True)
 
     async def _drop(self, user_id: str, match: Callable[[Conn], bool], reason: str) -> None:
         for sid in [sid for sid in self.by_user.get(user_id, ()) if match(self.conns[sid])]:
             logger.info("disconnecting a socket: %s", reason)
-            self._forget(sid)
+            await self._leave(sid)
             await self.sio.disconnect(sid, ignore_queue=True)
 
     async def close_all(self) -> None:
         for sid in list(self.conns):
-            self._forget(sid)
+            try:
+                await self._leave(sid)
+            except Exception:
+                logger.debug("leaving at shutdown failed", exc_info=True)
             try:
                 await self.sio.disconnect(sid, ignore_queue=True)
             except Exception:
@@ -312,11 +356,13 @@ class SocketServer:
         online = data.get("online") if isinstance(data, dict) else None
         if not isinstance(online, bool):
             return acks.error(acks.INVALID_PAYLOAD, "online must be true or false")
-        await self.engine.fleet.set_online(conn.user_id, online)
+        available = await self.engine.fleet.set_online(conn.user_id, online)
         if not online:
             # Going off duty while holding an offer is a decline: the cascade moves on now
             # instead of waiting for the offer to time out.
-            await self.engine.offers.release_held_offer(conn.user_id)
+            await self.engine.offers.release_held_offer(conn.user_id, via="off_duty")
+        elif available:  # on duty with a fresh fix: orders waiting nearby are retried now
+            self.engine.wake([conn.user_id])
         return acks.ok(online=online)
 
     async def on_offer_reply(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
@@ -372,6 +418,7 @@ def setup(app: web.Application, settings: Settings) -> None:
         engine.on_partner_standing.append(server.drop_partner)
         engine.on_session_revoked.append(server.drop_session)
         engine.on_resync.append(server.recheck)
+        engine.on_resync.append(server.refresh_presence)
         app[ENGINE] = engine
         app[keys.LOCATION_SINK] = engine.ingest
         # Start python-socketio's Redis listener now, owned by us, instead of lazily on the first
@@ -380,6 +427,7 @@ def setup(app: web.Application, settings: Settings) -> None:
             sio.manager_initialized = True
             sio.manager.initialize()
         await engine.start(app[keys.TASKS])
+        app[keys.TASKS].spawn(server.presence_loop(), name="dispatch:presence")
         yield
         await server.close_all()
         await engine.stop()

@@ -26,7 +26,8 @@ import random
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,8 @@ class CustomerUser(HttpUser):
         package = random.choice(self.packages)
         lat, lng = random.choice(self.points)
         body = {"package_id": package["id"],
-                "event_date": (datetime.now(UTC).date() + timedelta(days=random.randint(2, 60))).isoformat(),
+                # Today in the area's zone: dispatched at once (a later date waits for its window).
+                "event_date": datetime.now(ZoneInfo("Asia/Kolkata")).date().isoformat(),
                 "address": {"line1": "1 Locust Lane", "city": "Bengaluru", "postal_code": "560001",
                             "lat": lat, "lng": lng},
                 "guests": max(1, min(int(package.get("capacity") or 1), 20)), "notes": "locust",

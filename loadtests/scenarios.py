@@ -10,12 +10,13 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import orjson
 
-from core.contracts import FLEET_GEO, FLEET_ONLINE, FLEET_SEEN, PARTNER_STATE
+from core.contracts import FLEET_GEO, FLEET_ONLINE, FLEET_SEARCH, FLEET_SEEN, PARTNER_STATE
 from core.jsonutil import parse_iso
 from core.settings import Settings
 from core.stores import make_mongo_client, make_redis
@@ -215,7 +216,9 @@ async def _seed_orders_db(ctx: Context, db_name: str, customers: int) -> list[st
 
 
 def _future_date() -> str:
-    return (datetime.now(UTC).date() + timedelta(days=14)).isoformat()
+    """Today in the demo area's time zone: an order for today is dispatched at once ("as soon as
+    possible"); a later date would wait for its arrival window (api/windows.py)."""
+    return datetime.now(ZoneInfo("Asia/Kolkata")).date().isoformat()
 
 
 # --- 3. ingest ----------------------------------------------------------------------------------
@@ -579,6 +582,7 @@ async def _fill_fleet(url: str, near: list[list[Any]], others: int, center: tupl
                           mapping={"lat": lat, "lng": lng, "ts": now, "seen": now, "online": 1,
                                    "idle_since": now - rng.randrange(0, 3_600_000)})
             pipe.geoadd(FLEET_GEO, geo)
+            pipe.geoadd(FLEET_SEARCH, geo)  # on duty with a fresh fix: in the index matching searches
             pipe.zadd(FLEET_SEEN, {pid: now for pid, _, _ in chunk})
             pipe.sadd(FLEET_ONLINE, *[pid for pid, _, _ in chunk])
             await pipe.execute()
@@ -588,13 +592,15 @@ async def _fill_fleet(url: str, near: list[list[Any]], others: int, center: tupl
 
 
 async def _refresh_seen(url: str, rows: list[list[Any]]) -> None:
-    """Mark the near partners as heard from just now (as their pings would), so none is stale."""
+    """Mark the near partners as heard from just now (as their pings would), so none is stale
+    (freshness is the fix's own `ts`, capped by `seen`: both move) and all are in the search index."""
     redis = make_redis(url)
     now = int(time.time() * 1000)
     try:
         pipe = redis.pipeline(transaction=False)
         for row in rows:
-            pipe.hset(PARTNER_STATE.format(partner_id=row[0]), mapping={"seen": now})
+            pipe.hset(PARTNER_STATE.format(partner_id=row[0]), mapping={"ts": now, "seen": now})
+        pipe.geoadd(FLEET_SEARCH, [v for row in rows for v in (row[3], row[2], row[0])])
         pipe.zadd(FLEET_SEEN, {row[0]: now for row in rows})
         await pipe.execute()
     finally:

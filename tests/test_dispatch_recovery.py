@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from redis.exceptions import RedisError
 
-from core.contracts import FLEET_EPOCH, FLEET_GEO, FLEET_ONLINE
+from core.contracts import FLEET_EPOCH, FLEET_GEO, FLEET_ONLINE, PARTNER_STATE
 from core.jsonutil import now_ms
 from dispatch.server import ENGINE
 from partypilot import localservices
-from tests.dispatch_helpers import CENTER, Env, start_env
+from tests.dispatch_helpers import CENTER, Env, ping, start_env
 
 __all__ = ["start_env"]
 
@@ -72,8 +72,15 @@ async def test_the_fleet_index_is_rebuilt_after_a_redis_restart(
     async with asyncio.timeout(10):
         while not await rebuilt():
             await asyncio.sleep(0.1)
+    # Rebuilt from MongoDB's copy, the partner is "unknown" (not offered, not stale) until it pings.
+    assert await env.redis.hget(PARTNER_STATE.format(partner_id=pid), "unknown") == "1"
+    [(_, entry)] = await env.app[ENGINE].live._map_entries([pid])
+    assert entry["status"] == "unknown" and entry["last_seen"] == 0
 
     _, oid = await env.order(*CENTER)
+    async with asyncio.timeout(10):  # the phone's next ping; a refusal while Redis reconnects is retried
+        while not (await ping(partner, CENTER[0] + 0.003, CENTER[1]))["ok"]:
+            await asyncio.sleep(0.2)
     offer = await partner.wait_for("offer", timeout=10)
     assert offer["order_id"] == oid
 

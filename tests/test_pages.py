@@ -7,8 +7,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -94,7 +95,9 @@ async def add_partner(site: Site, name: str, email: str) -> str:
 async def place_order(site: Site, token: str, package_id: str, lat: float = 12.94, lng: float = 77.62,
                       payment_option: str = "cash") -> Any:
     """POST /api/orders as the customer whose token this is."""
-    body = {"package_id": package_id, "event_date": (date.today() + timedelta(days=3)).isoformat(), "guests": 20,
+    # Today in the venue's zone: dispatched at once (a later date would wait for its arrival window).
+    body = {"package_id": package_id, "event_date": datetime.now(ZoneInfo("Asia/Kolkata")).date().isoformat(),
+            "guests": 20,
             "notes": "", "payment_option": payment_option,
             "address": {"line1": "5 Church St", "city": "Bengaluru", "postal_code": "560001", "lat": lat, "lng": lng}}
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}

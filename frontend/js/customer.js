@@ -170,16 +170,16 @@ function backToBrowse() {
   if (location.hash) history.replaceState(null, '', location.pathname);
 }
 
-function tomorrow() {
+/** Today's date (local): an order for today means "as soon as possible". */
+function today() {
   const d = new Date();
-  d.setDate(d.getDate() + 1);
   return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
 }
 
 function startOrder() {
   const pkg = state.selected;
   $('#order-title').textContent = `Order: ${pkg.name}`;
-  $('#event-date').min = tomorrow();
+  $('#event-date').min = today();
   $('#guests').max = String(pkg.capacity || 100000);
   $('#guests-hint').textContent = pkg.capacity ? `This package serves up to ${pkg.capacity} guests.` : '';
   $('#order-total').textContent = `Total: ${money(pkg.price, pkg.currency)}`;
@@ -274,7 +274,7 @@ function orderBody() {
 
 function checkOrder(body) {
   if (!body.event_date) return ['#event-date', 'Choose the event date.'];
-  if (body.event_date < tomorrow()) return ['#event-date', 'The event date must be in the future.'];
+  if (body.event_date < today()) return ['#event-date', 'The event date must be today or later.'];
   if (!Number.isInteger(body.guests) || body.guests < 1) return ['#guests', 'Enter the number of guests.'];
   if (state.selected.capacity && body.guests > state.selected.capacity) {
     return ['#guests', `This package serves up to ${state.selected.capacity} guests.`];
@@ -420,6 +420,20 @@ async function openOrder(id, known) {
   detail.scrollIntoView?.({ block: 'nearest' });
 }
 
+/** "Between 10:00 and 13:00", in the venue's time zone (the window the partner aims for). */
+function arrivalWindow(order) {
+  const opts = { hour: '2-digit', minute: '2-digit', timeZone: order.timezone || undefined };
+  let from; let to;
+  try {
+    from = new Date(order.arrive_after).toLocaleTimeString([], opts);
+    to = new Date(order.arrive_before).toLocaleTimeString([], opts);
+  } catch {  // an unknown time zone in an old browser: the viewer's own clock
+    from = new Date(order.arrive_after).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    to = new Date(order.arrive_before).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+  return order.asap ? `As soon as possible, by ${to}` : `Between ${from} and ${to}`;
+}
+
 function renderOrder(order) {
   const history = Array.isArray(order.history) ? order.history : [];
   const body = $('#order-body');
@@ -429,6 +443,8 @@ function renderOrder(order) {
     payBlock(order),
     el('dl', { class: 'kv' },
       el('dt', { text: 'Event date' }), el('dd', { text: order.event_date }),
+      order.arrive_after ? el('dt', { text: 'Arrival' }) : null,
+      order.arrive_after ? el('dd', { id: 'arrival-window', text: arrivalWindow(order) }) : null,
       el('dt', { text: 'Venue' }), el('dd', { text: [order.address?.line1, order.address?.city, order.address?.postal_code].filter(Boolean).join(', ') }),
       el('dt', { text: 'Guests' }), el('dd', { text: order.guests }),
       moneyRows(order),

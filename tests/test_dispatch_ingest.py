@@ -92,7 +92,10 @@ async def test_positions_and_duty_are_persisted_to_mongo_in_batches(start_env: S
         while (doc := await env.db.partner_positions.find_one({"_id": pid})) is None or "lat" not in doc:
             await asyncio.sleep(0.1)
     assert doc["online"] == 1 and abs(doc["lat"] - 12.9716) < 1e-9
-    assert await env.db.partner_tracks.count_documents({"partner_id": pid}) >= 1
+    # The track is written by the same flush, right after the positions: wait for it too.
+    async with asyncio.timeout(5):
+        while await env.db.partner_tracks.count_documents({"partner_id": pid}) < 1:
+            await asyncio.sleep(0.1)
     assert (await sock.call("availability", {"online": False}))["ok"]
     assert not await env.redis.sismember(FLEET_ONLINE, pid)
     assert (await sock.call("availability", {"online": "yes"}))["error"]["code"] == "invalid_payload"

@@ -238,6 +238,7 @@ async def create_order(request: web.Request, *, body: OrderCreate, user: Claims)
         "arrive_after": iso(window.after), "arrive_before": iso(window.before), "asap": 1 if window.asap else 0,
         "timezone": window.timezone, "dispatch_at": iso(window.dispatch_at),
         "dispatch_at_ms": int(window.dispatch_at.timestamp() * 1000),
+        "arrive_before_ms": int(window.before.timestamp() * 1000),
         "created_at": now, "updated_at": now, "notify_pending": 1, "notified_upto": 0, "reviewed": 0,
     }
     if body.payment_option == "deposit":

@@ -39,6 +39,9 @@ from geo.distance import haversine_m
 logger = logging.getLogger(__name__)
 
 BY_ROLE = "dispatch"
+# An order with no partner this close to the end of its arrival window is raised to the admins
+# (once): a partner assigned later than this is unlikely to make it even from nearby.
+WINDOW_RISK_MS = 30 * 60 * 1000
 NO_PARTNER = "no_partner"
 LOCK_KEY = "pp:dispatch:lock:{order_id}"
 LOCK_TTL_MS = 10_000
@@ -280,8 +283,12 @@ class Offers:
         async for order in self.orders.find(
                 {"status": {"$in": ["placed", "offered"]}},
                 {"status": 1, "offer_expires_ms": 1, "dispatch_exhausted": 1, "dispatch_retry_ms": 1,
-                 "offer_partner_ids": 1, DECLINED: 1, MISSED: 1}):
+                 "offer_partner_ids": 1, DECLINED: 1, MISSED: 1, "arrive_before_ms": 1, "window_alert_ms": 1,
+                 "dispatch_radius_m": 1}):
             oid = str(order["_id"])
+            closes = int(order.get("arrive_before_ms") or 0)
+            if closes and now >= closes - WINDOW_RISK_MS and not int(order.get("window_alert_ms") or 0):
+                await self._alert_window(order)
             if order["status"] == "offered":
                 replied = set(order.get(DECLINED) or []) | set(order.get(MISSED) or [])
                 if replied & set(order.get("offer_partner_ids") or []):
@@ -531,6 +538,25 @@ class Offers:
         alert = {"order_id": order_id, "reason": reason, "radius_m": radius, "candidates_tried": len(excluded),
                  "at": iso()}
         await self.audit.record(order_id, "alert", data)
+        await self.emitter.emit("dispatch_alert", alert, "admins")
+
+    async def _alert_window(self, order: Mapping[str, Any]) -> None:
+        """Nobody is on the way and the arrival window closes soon: tell the admins early, once."""
+        order_id = str(order["_id"])
+        at = now_ms()
+        for unset in ({"$exists": False}, 0):  # two conditional updates, not one with `$or`
+            result = await self.orders.update_one(
+                {"_id": order_id, "status": {"$in": ["placed", "offered"]}, "window_alert_ms": unset},
+                {"$set": {"window_alert_ms": at}})
+            if result.modified_count:
+                break
+        else:
+            return  # another process alerted, or the order was assigned meanwhile
+        alert = {"order_id": order_id, "reason": "window_at_risk",
+                 "radius_m": int(order.get("dispatch_radius_m") or self.settings.dispatch_radius_m),
+                 "candidates_tried": len(set(order.get(DECLINED) or []) | set(order.get(MISSED) or [])),
+                 "at": iso()}
+        await self.audit.record(order_id, "alert", {k: v for k, v in alert.items() if k != "order_id"})
         await self.emitter.emit("dispatch_alert", alert, "admins")
 
     async def _alert_once(self, order_id: str) -> bool:

@@ -293,3 +293,28 @@ async def test_a_scheduled_order_waits_for_its_dispatch_time_then_is_offered(sta
     await until(offered, timeout=5.0)
     assert now_ms() >= due
     assert (await order_doc(env, oid))["offer_partner_ids"] == [pid]
+
+
+async def test_an_order_whose_window_is_closing_without_a_partner_alerts_the_admins_once(
+        start_env: StartEnv) -> None:
+    env = await start_env()
+    admin = await env.sock(env.token("admin-1", "admin"))
+    cid = await make_customer(env.db)
+    oid = await make_order(env.db, env.redis, cid, *CENTER, announce=False)
+    # Nobody nearby will take it, and its window closes in 20 minutes.
+    await env.db.orders.update_one({"_id": oid}, {"$set": {"dispatch_exhausted": 1, "dispatch_retry_ms":
+                                                           now_ms() + 3_600_000, "arrive_before_ms":
+                                                           now_ms() + 20 * 60_000}})
+    alert = await admin.wait_for("dispatch_alert", lambda m: m["order_id"] == oid and m["reason"] == "window_at_risk")
+    assert alert["at"]
+    await asyncio.sleep(1.0)  # several more sweeps
+    risky = [m for m in admin.events["dispatch_alert"] if m["order_id"] == oid and m["reason"] == "window_at_risk"]
+    assert len(risky) == 1
+    assert int((await order_doc(env, oid))["window_alert_ms"]) > 0
+
+    later = await make_order(env.db, env.redis, cid, *CENTER, announce=False)
+    await env.db.orders.update_one({"_id": later}, {"$set": {"dispatch_exhausted": 1, "dispatch_retry_ms":
+                                                             now_ms() + 3_600_000, "arrive_before_ms":
+                                                             now_ms() + 3 * 3_600_000}})
+    await asyncio.sleep(1.0)
+    assert not [m for m in admin.events["dispatch_alert"] if m["order_id"] == later]

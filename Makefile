@@ -3,12 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SIMULATE ?= 1
 
-.PHONY: help install system-deps system-deps-test run serve seed test lint typecheck pytest bench services-stop vendor clean
+.PHONY: help install system-deps system-deps-test run serve seed test lint typecheck pytest bench sim services-stop vendor clean
 
 help:
 	@echo "make run     install what is missing, start Redis + nx-27017, seed, serve on :8080"
 	@echo "make test    install, then lint, types and the whole test suite"
 	@echo "make bench   benchmarks with figures and ratios against same-run baselines"
+	@echo "make sim     dispatch-quality simulation of a city day, strategies side by side (docs/quality.md)"
 
 install:
 	@scripts/install.sh
@@ -42,6 +43,10 @@ test: install system-deps-test lint typecheck pytest
 
 bench: install system-deps
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+
+SCENARIO ?= loadtests/data/city_day.yaml
+sim: install system-deps
+	$(PY) -m partypilot simulate --scenario $(SCENARIO) $(SIM_ARGS)
 
 services-stop: install
 	$(PY) -m partypilot services stop

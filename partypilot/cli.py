@@ -179,6 +179,11 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.scenario is not None:
+        # The dispatch-quality simulator (docs/quality.md): starts its own stores and app processes.
+        from loadtests.quality import run as run_quality
+
+        return run_quality(args.scenario, args.strategies, args.out, args.chaos_redis_flush)
     from dispatch.simulate import run_simulation
 
     settings = load_settings()
@@ -227,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--accept-probability", type=float, default=0.8)
     sim.add_argument("--reply-delay", type=float, default=2.0)
     sim.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
+    sim.add_argument("--scenario", type=Path, help="run the dispatch-quality simulator on this YAML/JSON "
+                     "scenario instead (docs/quality.md); the options below apply to it")
+    sim.add_argument("--strategies", default="sequential,top_k,broadcast")
+    sim.add_argument("--out", type=Path, default=Path(".data/sim"))
+    sim.add_argument("--chaos-redis-flush", action="store_true", help="FLUSHALL the run's Redis halfway")
     sim.set_defaults(func=cmd_simulate)
     return parser
 

@@ -617,7 +617,10 @@ class SimPartner:
             self.job = seen.order_id  # reserved while the reply is on its way
             self.job_done.clear()
         ack = await self.call("offer_reply", {"order_id": seen.order_id, "accept": accept})
-        if ack is None:
+        if ack is None and accept and await self._job_is_mine(seen.order_id):
+            # The ack was lost (a push is a hint, not a record): like the phone app, re-read the truth.
+            seen.outcome = "assigned"
+        elif ack is None:
             seen.outcome = "no_ack"
         elif ack.get("ok"):
             seen.outcome = "assigned" if accept else "declined"
@@ -632,6 +635,18 @@ class SimPartner:
         self.world.changed.set()
         pickup = offer.get("pickup") or {}
         self.world.spawn(self._do_job(seen.order_id, float(pickup["lat"]), float(pickup["lng"])))
+
+    async def _job_is_mine(self, order_id: str) -> bool:
+        """Whether the server has the order assigned to this partner (`GET /api/partner/orders/my`)."""
+        url = f"{self.world.base_url}/api/partner/orders/my?status=assigned&limit=100"
+        try:
+            async with self.world.http.get(url, headers={"Authorization": f"Bearer {self.token}"}) as resp:
+                if resp.status != 200:
+                    return False
+                body = await resp.json()
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+        return any(str(item.get("id")) == order_id for item in body.get("items") or [])
 
     def _free(self) -> None:
         self.job = None

@@ -299,16 +299,20 @@ def _order_filter(query: AdminOrderQuery) -> dict[str, Any]:
         where["partner_id"] = query.partner_id
     if query.customer_id:
         where["customer_id"] = query.customer_id
+    where.update(created_between(query.date_from, query.date_to))
+    return where
+
+
+def created_between(date_from: date | None, date_to: date | None) -> dict[str, Any]:
+    """A `created_at` filter for whole days, inclusive (empty when neither end is given)."""
     created: dict[str, str] = {}
-    if query.date_from is not None:
-        created["$gte"] = query.date_from.isoformat()
-    if query.date_to is not None:
+    if date_from is not None:
+        created["$gte"] = date_from.isoformat()
+    if date_to is not None:
         # Stored timestamps are fixed-width ISO strings (core.jsonutil.iso), so the day's last
         # millisecond bounds it; `date_to + 1 day` would overflow on 9999-12-31.
-        created["$lte"] = f"{query.date_to.isoformat()}T23:59:59.999Z"
-    if created:
-        where["created_at"] = created
-    return where
+        created["$lte"] = f"{date_to.isoformat()}T23:59:59.999Z"
+    return {"created_at": created} if created else {}
 
 
 CSV_COLUMNS = ("id", "created_at", "status", "customer_id", "partner_id", "package", "category", "event_date",

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.admin import csv_cell
+from api.admin import created_between, csv_cell
 from api.paging import PageQuery, page_body
 from api.paymentflow import PROVIDERS, PaymentFlow, PaymentStatus, flow_of, payment_view
 from api.routing import RouteTable
@@ -313,13 +313,7 @@ def _admin_filter(query: AdminPaymentQuery) -> dict[str, Any]:
         value = getattr(query, field)
         if value:
             where[field] = value
-    created: dict[str, str] = {}
-    if query.date_from is not None:
-        created["$gte"] = query.date_from.isoformat()
-    if query.date_to is not None:
-        created["$lte"] = f"{query.date_to.isoformat()}T23:59:59.999Z"
-    if created:
-        where["created_at"] = created
+    where.update(created_between(query.date_from, query.date_to))
     return where
 
 

@@ -29,6 +29,7 @@ from core.errors import AppError
 from core.jsonutil import iso, now_ms
 from core.orderflow import ENDED, TRACKABLE, OrderFlow
 from core.settings import Settings
+from core.tasks import stop_if_cancelled
 from dispatch import acks
 from dispatch.audit import AuditTrail
 from dispatch.emitter import Emitter
@@ -66,6 +67,9 @@ AUDIT_CANDIDATES = 10
 BROADCAST_MAX = 50
 # A wake-up (a partner came on duty or freed up) looks at this many waiting orders, oldest first.
 WAKE_SCAN_MAX = 500
+# Due offer timers handled at once per poll, and how soon a failed one is tried again.
+TIMERS_AT_ONCE = 16
+TIMER_RETRY_MS = 500
 # Backoff doubling stops growing after this many steps (the maximum delay caps it long before).
 _BACKOFF_STEPS_MAX = 20
 CANCELLED = frozenset({"cancelled", "refunded"})
@@ -244,10 +248,27 @@ class Offers:
         return None if order is None else int(order.get("offer_fence") or 0)
 
     async def expire_due(self, limit: int = 100) -> int:
-        """Claim due offer timers (atomically, across processes) and cascade each order."""
-        due = await self._claim_due(keys=[OFFER_TIMERS], args=[now_ms(), limit])
-        for order_id in due:
-            await self.on_timeout(str(order_id))
+        """Claim due offer timers (atomically, across processes) and cascade each order.
+
+        The claimed orders run side by side (up to TIMERS_AT_ONCE): one slow round (a search far
+        out, a MongoDB write queued behind others) must not hold back the next order's cascade.
+        A timer whose handling failed is put back a moment later instead of waiting for the sweep.
+        """
+        due = [str(order_id) for order_id in await self._claim_due(keys=[OFFER_TIMERS], args=[now_ms(), limit])]
+        if not due:
+            return 0
+        gate = asyncio.Semaphore(TIMERS_AT_ONCE)
+
+        async def one(order_id: str) -> None:
+            async with gate:
+                try:
+                    await self.on_timeout(order_id)
+                except Exception as exc:
+                    stop_if_cancelled()
+                    logger.warning("offer timeout of %s failed (%s); retrying shortly", order_id, type(exc).__name__)
+                    await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms() + TIMER_RETRY_MS})
+
+        await asyncio.gather(*(one(order_id) for order_id in due))
         return len(due)
 
     async def on_timeout(self, order_id: str) -> None:
@@ -587,6 +608,12 @@ class Offers:
                                                                 "code": exc.code})
             if exc.code == "partner_busy":
                 return acks.error(acks.PARTNER_BUSY, "finish your current job before taking another")
+            # Most often the accept arrived just after the offer expired while its timer waits
+            # behind other work (or was lost with Redis data). Make the timer due now (never
+            # later) so the cascade moves on at once rather than at the next sweep. The timeout
+            # handler re-reads the order: an offer still open, or taken by someone else, is left
+            # as it is.
+            await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms()}, lt=True)
             return acks.error(acks.OFFER_CLOSED, "this offer is no longer open")
         await self.audit.record(order_id, "assigned", {"partner_id": partner_id, "fence": fence})
         await self.fleet.set_job(partner_id, order_id)

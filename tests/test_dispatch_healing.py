@@ -318,3 +318,68 @@ async def test_an_order_whose_window_is_closing_without_a_partner_alerts_the_adm
                                                              now_ms() + 3 * 3_600_000}})
     await asyncio.sleep(1.0)
     assert not [m for m in admin.events["dispatch_alert"] if m["order_id"] == later]
+
+
+async def test_an_accept_that_arrives_after_expiry_moves_the_cascade_on_at_once(start_env: StartEnv) -> None:
+    # No sweep: before, a late accept whose offer timer had been lost left the order with the
+    # expired offer until the sweep found it (minutes under load).
+    env = await start_env(tuning=Tuning(sweep_s=3600, timer_poll_s=0.05), offer_timeout_s=1.0)
+    first, a = await env.partner(*near(300))
+    second, b = await env.partner(*near(900))
+    _, oid = await env.order(*CENTER)
+    assert (await a.wait_for("offer"))["order_id"] == oid
+    await env.redis.zrem(OFFER_TIMERS, oid)  # the timer is lost (or stuck behind other work)
+    await asyncio.sleep(1.2)
+
+    late = await a.call("offer_reply", {"order_id": oid, "accept": True})
+    assert not late["ok"] and late["error"]["code"] == "offer_closed"
+    offer = await b.wait_for("offer", lambda m: m["order_id"] == oid, timeout=3)
+    assert offer["fence"] == 2
+    assert (await b.call("offer_reply", {"order_id": oid, "accept": True}))["ok"]
+    doc = await order_doc(env, oid)
+    assert doc["status"] == "assigned" and doc["partner_id"] == second
+    assert first in [p for e in await env.audit(oid) if e["event"] == "timeout" for p in e["data"]["partner_ids"]]
+
+
+async def test_one_failing_offer_timeout_does_not_hold_back_the_others(start_env: StartEnv,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    env = await start_env(tuning=Tuning(sweep_s=3600, timer_poll_s=0.05), offer_timeout_s=1.0)
+    offers = env.app[ENGINE].offers
+    failed: list[str] = []
+    real = offers.on_timeout
+
+    async def flaky(order_id: str) -> None:
+        # Failure injection: the first order's first timeout hits an error (a MongoDB write
+        # timing out, say); before, the rest of the claimed batch was dropped with it.
+        if order_id == oids[0] and not failed:
+            failed.append(order_id)
+            raise ConnectionError("injected")
+        await real(order_id)
+
+    monkeypatch.setattr(offers, "on_timeout", flaky)
+    partners = [await env.partner(*near(200 + 50 * i, bearing=40 * i)) for i in range(4)]
+    oids = [(await env.order(*near(100, bearing=180)))[1], (await env.order(*near(150, bearing=200)))[1]]
+    first_holders: dict[str, str] = {}
+    for oid in oids:
+        await until(lambda oid=oid: _offered(env, oid))
+        first_holders[oid] = (await order_doc(env, oid))["offer_partner_ids"][0]
+    assert {p for p, _ in partners} >= set(first_holders.values())
+
+    # Nobody answers: both timers fall due in one poll; both orders move to a second partner,
+    # the failed one half a second later.
+    for oid in oids:
+        await until(lambda oid=oid: _round_at_least(env, oid, 2), timeout=5)
+    assert failed == [oids[0]]
+    for oid in oids:
+        doc = await order_doc(env, oid)
+        assert doc["status"] == "offered" and doc["offer_partner_ids"][0] != first_holders[oid]
+
+
+async def _offered(env: Env, oid: str) -> bool:
+    doc = await env.db.orders.find_one({"_id": oid}, {"status": 1})
+    return bool(doc) and doc["status"] == "offered"
+
+
+async def _round_at_least(env: Env, oid: str, fence: int) -> bool:
+    doc = await env.db.orders.find_one({"_id": oid}, {"offer_fence": 1})
+    return int((doc or {}).get("offer_fence") or 0) >= fence

@@ -76,6 +76,9 @@ class Settings(BaseModel):
     # candidate within the radius at once (capped; see dispatch/offers.py). First accept wins.
     dispatch_strategy: Literal["sequential", "top_k", "broadcast"] = "sequential"
     dispatch_top_k: int = 3
+    # Fairness: candidates whose ETA is within this many seconds of the best one count as equally
+    # close, and the one idle longest is offered first (0: nearest first, ties by idle time).
+    dispatch_fair_eta_s: int = Field(300, ge=0, le=3600)
     # An order nobody took waits for a partner and is retried after this, doubling up to the max
     # (and at once when a partner comes on duty or frees up within the maximum radius).
     dispatch_retry_s: float = Field(30.0, gt=0)

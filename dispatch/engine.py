@@ -84,7 +84,8 @@ class Engine:
         self.ingest = Ingest(self.fleet, db)
         self.audit = AuditTrail(db)
         key = settings.google_maps_api_key.get_secret_value() if settings.google_maps_api_key else None
-        self.matcher = Matcher(self.fleet, self.partners, travel_times(key, settings.google_maps_api_base))
+        self.matcher = Matcher(self.fleet, self.partners, travel_times(key, settings.google_maps_api_base),
+                               fair_eta_s=settings.dispatch_fair_eta_s)
         self.offers = Offers(settings, redis, db, self.fleet, self.matcher, self.audit, OrderFlow(db, redis), emitter)
         self.offers.on_index_lost = self.resync
         self.offers.on_partner_free = self.wake

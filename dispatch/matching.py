@@ -17,7 +17,8 @@ SEARCH_COUNT = 200
 # (a few ms of Redis time per thousand members) from holding Redis for long.
 SEARCH_GROWTH = 4
 SEARCH_COUNT_MAX = 12_800
-# ETAs within the same 60-second band count as equal; fairness (longest idle) decides among them.
+# Beyond the fair window, ETAs within the same 60-second band count as equal, and the longest
+# idle goes first among them.
 ETA_BAND_S = 60
 
 
@@ -48,10 +49,12 @@ class Search:
 class Matcher:
     """Finds and ranks candidates for a pickup point."""
 
-    def __init__(self, fleet: FleetIndex, partners: PartnerDirectory, travel: TravelTimes) -> None:
+    def __init__(self, fleet: FleetIndex, partners: PartnerDirectory, travel: TravelTimes, *,
+                 fair_eta_s: int = 0) -> None:
         self.fleet = fleet
         self.partners = partners
         self.travel = travel
+        self.fair_eta_s = fair_eta_s
 
     async def search(self, lat: float, lng: float, radius_m: int, exclude: Collection[str], need: int = 1) -> Search:
         """Rank at least `need` candidates when that many exist within the radius.
@@ -86,9 +89,21 @@ class Matcher:
         if not keep:
             return Search([], skipped, leases)
         etas = await self.travel.etas([k[4] for k in keep], (lat, lng), [k[3] for k in keep])
-        ranked = sorted(
-            (Candidate(pid, round(dist), eta, idle) for (pid, dist, idle, _, _), eta in zip(keep, etas, strict=True)),
-            key=lambda c: (c.eta_s // ETA_BAND_S, c.idle_since, c.eta_s, c.partner_id),
-        )
-        return Search([Candidate(c.partner_id, c.distance_m, c.eta_s, c.idle_since, rank=i + 1)
-                       for i, c in enumerate(ranked)], skipped, leases)
+        ranked = rank([Candidate(pid, round(dist), eta, idle)
+                       for (pid, dist, idle, _, _), eta in zip(keep, etas, strict=True)], self.fair_eta_s)
+        return Search(ranked, skipped, leases)
+
+
+def rank(candidates: list[Candidate], fair_eta_s: int) -> list[Candidate]:
+    """Order candidates for offering: those within `fair_eta_s` of the best ETA first, longest idle
+    first among them (so jobs spread over the partners nearby instead of going to whoever stands
+    closest every time); then the rest by 60-second ETA band, longest idle first within a band."""
+    if not candidates:
+        return []
+    best = min(c.eta_s for c in candidates)
+    close = sorted((c for c in candidates if c.eta_s <= best + fair_eta_s),
+                   key=lambda c: (c.idle_since, c.eta_s, c.partner_id))
+    rest = sorted((c for c in candidates if c.eta_s > best + fair_eta_s),
+                  key=lambda c: (c.eta_s // ETA_BAND_S, c.idle_since, c.eta_s, c.partner_id))
+    return [Candidate(c.partner_id, c.distance_m, c.eta_s, c.idle_since, rank=i + 1)
+            for i, c in enumerate(close + rest)]

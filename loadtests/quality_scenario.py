@@ -160,6 +160,7 @@ class DispatchSpec(_Strict):
     offer_timeout_s: float = Field(30, gt=0)
     ping_interval_s: float = Field(30, gt=0)
     top_k: int = Field(3, ge=1, le=50)
+    fair_eta_s: int = Field(300, ge=0, le=3600)
     radius_m: int = Field(5000, ge=100)
     max_radius_m: int = Field(20_000, ge=100)
     retry_s: float = Field(30, gt=0)
@@ -235,6 +236,7 @@ class Scenario(_Strict):
             "PARTYPILOT_OFFER_TIMEOUT_S": f"{d.offer_timeout_s / scale:.4f}",
             "PARTYPILOT_PING_INTERVAL_S": f"{self.ping_real_s:.4f}",
             "PARTYPILOT_DISPATCH_TOP_K": str(d.top_k),
+            "PARTYPILOT_DISPATCH_FAIR_ETA_S": str(d.fair_eta_s),
             "PARTYPILOT_DISPATCH_RADIUS_M": str(d.radius_m),
             "PARTYPILOT_DISPATCH_MAX_RADIUS_M": str(d.max_radius_m),
             "PARTYPILOT_DISPATCH_RETRY_S": f"{d.retry_s / scale:.4f}",

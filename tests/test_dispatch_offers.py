@@ -214,3 +214,29 @@ async def test_replies_naming_no_real_order_leave_no_audit_records(start_env: St
     ack = await sock.call("offer_reply", {"order_id": "no-such-order", "accept": True})
     assert ack["error"]["code"] == "offer_closed"
     assert await env.db.dispatch_audit.count_documents({"order_id": "no-such-order"}) == 0
+
+
+async def test_among_partners_about_as_close_the_one_idle_longest_is_offered_first(start_env: StartEnv) -> None:
+    # Jobs spread over the partners nearby: within dispatch_fair_eta_s of the best ETA, the one
+    # idle longest goes first, not whoever stands a few hundred metres closer every time.
+    env = await start_env(dispatch_fair_eta_s=300)
+    far_idle, f = await env.partner(*near(3000, bearing=0))   # idle longest, but ~10 min further
+    waited, w = await env.partner(*near(1200, bearing=90))    # idle next longest, ~3 min further
+    _, c = await env.partner(*near(300, bearing=180))          # closest, just came on duty
+    _, oid = await env.order(*CENTER)
+
+    offer = OfferMessage.model_validate(await w.wait_for("offer"))
+    assert offer.order_id == oid
+    assert not c.events["offer"] and not f.events["offer"]
+    candidates = (await env.audited(oid, "candidates"))["data"]["candidates"]
+    assert [x["partner_id"] for x in candidates][:1] == [waited]
+    assert candidates[-1]["partner_id"] == far_idle  # beyond the window: ETA order again
+
+
+async def test_with_no_fair_window_the_nearest_partner_is_offered_first(start_env: StartEnv) -> None:
+    env = await start_env(dispatch_fair_eta_s=0)
+    _, w = await env.partner(*near(1200, bearing=90))
+    _, c = await env.partner(*near(300, bearing=180))
+    _, oid = await env.order(*CENTER)
+    assert (await c.wait_for("offer"))["order_id"] == oid
+    assert not w.events["offer"]

@@ -2,6 +2,11 @@
 
 Rooms: `partner:{id}` (offers), `order:{id}` (a tracked order), `admins` (alerts, order board).
 Every event is acknowledged `{"ok": true, ...}` or `{"ok": false, "error": {"code", "message"}}`.
+
+A socket is ended, with an event saying why just before, when what let it in stops holding:
+`auth_expired` when its access token (or tracking link) expires without an `auth` in place,
+`session_ended` when its session is revoked or a partner loses its standing. Pushes go to rooms,
+so a socket that is still connected would keep receiving them; ending it is the only way to stop.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import socketio
 from aiohttp import web
 
 from core import jsonutil, keys
-from core.contracts import REVOKED_SESSION_KEY
+from core.contracts import PARTNER_EVENTS, REVOKED_SESSION_KEY
 from core.errors import AppError
 from core.settings import Settings
 from core.tasks import stop_if_cancelled
@@ -25,8 +30,10 @@ from core.tokens import decode_access_token, decode_tracking_token
 from dispatch import acks
 from dispatch.audit import NODE
 from dispatch.engine import Engine, Tuning
+from dispatch.expiry import Deadlines
 from dispatch.fleet import PRESENCE_REFRESH_S
 from dispatch.live import GUEST
+from dispatch.partners import StandingChange, StandingWatch
 from dispatch.ratelimit import TokenBucket
 from dispatch.rooms import IndexedRedisManager
 from dispatch.transport import JsonPacket, LeanServer
@@ -44,11 +51,32 @@ MAX_BATCH_POINTS = 500
 # room for a reconnect flush (which is one `location_batch`) and stops a flood.
 EVENT_RATE = 10.0
 EVENT_BURST = 30.0
+# Per socket, every packet it sends (known events or not): a client that stops when the per-event
+# limit answers `rate_limited` never comes near this; one that keeps going is closed. At 1,000
+# messages a second a flooder overdraws the burst in about an eighth of a second.
+FLOOD_RATE = 20.0
+FLOOD_BURST = 120.0
 # Connects and non-ping events that touch Redis/MongoDB run at most this many at a time, so a
 # reconnect storm (thousands of phones at once) queues here instead of exhausting the store
 # connection pools. Pings are batched by the ingest and do not need the gate.
 STORE_CONCURRENCY = 64
 UNGATED = frozenset({"location", "location_batch"})
+# Sent to one socket just before the server ends it (payloads in docs/events.md).
+AUTH_EXPIRED = "auth_expired"
+SESSION_ENDED = "session_ended"
+PARTNER_SUSPENDED = "partner_suspended"
+PARTNER_NOT_APPROVED = "partner_not_approved"
+SESSION_REVOKED = "session_revoked"
+STANDINGS = frozenset({"pending", "approved", "rejected", "suspended"})  # PartnerEvent.status
+
+
+def standing_code(status: str | None) -> str:
+    """The refusal code for a partner whose standing is `status` (not approved)."""
+    return PARTNER_SUSPENDED if status == "suspended" else PARTNER_NOT_APPROVED
+
+
+STANDING_MESSAGES = {PARTNER_SUSPENDED: "your partner account is suspended",
+                     PARTNER_NOT_APPROVED: "your partner account is not approved"}
 
 
 def socket_id(sid: str) -> str:
@@ -83,7 +111,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
     # Fan-out through Redis so several processes share rooms; write_only=False so this process
     # also receives other processes' emits.
     manager = IndexedRedisManager(settings.redis_url, channel="pp:socketio")
-    return LeanServer(
+    sio = LeanServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=list(settings.allowed_origins),
@@ -99,6 +127,8 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         logger=False,
         engineio_logger=False,
     )
+    sio.eio.flood_rate, sio.eio.flood_burst = FLOOD_RATE, FLOOD_BURST
+    return sio
 
 
 class SocketEmitter:
@@ -131,6 +161,7 @@ class SocketServer:
         self.conns: dict[str, Conn] = {}
         self.by_user: dict[str, set[str]] = {}
         self.gate = asyncio.Semaphore(STORE_CONCURRENCY)
+        self.deadlines = Deadlines(self._expired)
 
     @property
     def engine(self) -> Engine:
@@ -162,10 +193,9 @@ class SocketServer:
         if claims.role == "partner":
             standing = await self.engine.partners.standing(claims.user_id)
             status = standing.status if standing else None
-            if status == "suspended":
-                raise Refused("partner_suspended", "your partner account is suspended")
             if status != "approved":
-                raise Refused("partner_not_approved", "your partner account is not approved yet")
+                code = standing_code(status)
+                raise Refused(code, STANDING_MESSAGES[code])
         return Conn(claims.user_id, claims.role, claims.session_id, claims.expires_at)
 
     async def connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
@@ -186,6 +216,7 @@ class SocketServer:
                 message, {"code": acks.UNAVAILABLE, "message": message}) from None
         self.conns[sid] = conn
         self.by_user.setdefault(conn.user_id, set()).add(sid)
+        self.deadlines.set(sid, conn.expires_at)
         if conn.role == "partner":
             await self.sio.enter_room(sid, f"partner:{conn.user_id}")
             try:  # reachable for offers from now on (checked by matching on every process)
@@ -207,6 +238,7 @@ class SocketServer:
 
     def _forget(self, sid: str) -> Conn | None:
         conn = self.conns.pop(sid, None)
+        self.deadlines.discard(sid)
         if conn is not None:
             sids = self.by_user.get(conn.user_id, set())
             sids.discard(sid)
@@ -249,11 +281,42 @@ class SocketServer:
 
     async def drop_partner(self, partner_id: str, status: str) -> None:
         """A partner lost its standing: end its sockets here at once."""
-        await self._drop(partner_id, lambda c: c.role == "partner", f"partner_{status}")
+        code = standing_code(status)
+        await self._drop(partner_id, lambda c: c.role == "partner", code, STANDING_MESSAGES[code])
 
     async def drop_session(self, user_id: str, session_id: str | None) -> None:
         """A session ended (None: every session of the user): end its sockets here at once."""
-        await self._drop(user_id, lambda c: session_id is None or c.session_id == session_id, "session_revoked")
+        await self._drop(user_id, lambda c: session_id is None or c.session_id == session_id, SESSION_REVOKED,
+                         "this session has ended; sign in again")
+
+    async def _expired(self, sid: str) -> None:
+        """A socket's access token (or tracking link) expired and no `auth` moved it on: end it."""
+        conn = self.conns.get(sid)
+        if conn is None or conn.expires_at > time.time():
+            return
+        what = "tracking link" if conn.role == GUEST else "access token"
+        await self._end(sid, AUTH_EXPIRED, acks.TOKEN_EXPIRED, f"the {what} has expired", expires_at=conn.expires_at)
+
+    async def _end(self, sid: str, event: str, code: str, message: str, **extra: Any) -> None:
+        """Tell one socket why (the message is queued ahead of the disconnect), then end it."""
+        logger.info("disconnecting a socket: %s", code)
+        try:
+            await self.sio.emit(event, {"code": code, "message": message, **extra}, to=sid, ignore_queue=True)
+        except Exception as exc:  # the disconnect below still ends it
+            logger.debug("could not tell a socket why it ends: %s", type(exc).__name__)
+        await self._leave(sid)
+        await self.sio.disconnect(sid, ignore_queue=True)
+
+    async def replay_standing(self, change: StandingChange) -> None:
+        """A standing change read from MongoDB goes through the engine's PARTNER_EVENTS handler,
+        exactly as the event (possibly lost) would have: cache dropped, sockets ended, off duty,
+        held offer released."""
+        if change.status not in STANDINGS:
+            await self.drop_partner(change.partner_id, change.status)
+            return
+        message = jsonutil.dumps({"type": "partner_status", "partner_id": change.partner_id,
+                                  "status": change.status, "at": change.at})
+        await self.engine.events.handlers[PARTNER_EVENTS](message)
 
     async def recheck(self) -> None:
         """Drop sockets whose session ended or partner lost its standing while the event saying
@@ -270,22 +333,20 @@ class SocketServer:
         for sid, conn in conns:
             standing = standings.get(conn.user_id) if conn.role == "partner" else None
             if conn.session_id in revoked:
-                reason = "session_revoked"
+                code, message = SESSION_REVOKED, "this session has ended; sign in again"
             elif conn.role == "partner" and (standing is None or standing.status != "approved"):
-                reason = f"partner_{standing.status if standing else 'unknown'}"
+                code = standing_code(standing.status if standing else None)
+                message = STANDING_MESSAGES[code]
             else:
                 continue
             if sid not in self.conns:
                 continue  # gone meanwhile
-            logger.info("disconnecting a socket: %s", reason)
-            await self._leave(sid)
-            await self.sio.disconnect(sid, ignore_queue=True)
+            await self._end(sid, SESSION_ENDED, code, message)
 
-    async def _drop(self, user_id: str, match: Callable[[Conn], bool], reason: str) -> None:
+    async def _drop(self, user_id: str, match: Callable[[Conn], bool], code: str, message: str) -> None:
         for sid in [sid for sid in self.by_user.get(user_id, ()) if match(self.conns[sid])]:
-            logger.info("disconnecting a socket: %s", reason)
-            await self._leave(sid)
-            await self.sio.disconnect(sid, ignore_queue=True)
+            if sid in self.conns:  # an earlier _end awaited: this one may be gone meanwhile
+                await self._end(sid, SESSION_ENDED, code, message)
 
     async def close_all(self) -> None:
         for sid in list(self.conns):
@@ -333,7 +394,10 @@ class SocketServer:
             return acks.error(exc.code, exc.message)
         if fresh.user_id != conn.user_id or fresh.role != conn.role:
             return acks.error(acks.FORBIDDEN, "the token belongs to someone else")
+        if sid not in self.conns:
+            return acks.error(acks.FORBIDDEN, "not connected")
         conn.expires_at, conn.session_id = fresh.expires_at, fresh.session_id
+        self.deadlines.set(sid, fresh.expires_at)
         return acks.ok(expires_at=fresh.expires_at)
 
     async def on_location(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
@@ -372,6 +436,17 @@ class SocketServer:
         accept = data.get("accept") if isinstance(data, dict) else None
         if not isinstance(order_id, str) or not order_id or not isinstance(accept, bool):
             return acks.error(acks.INVALID_PAYLOAD, "send {order_id, accept: true|false}")
+        if accept:
+            # Taking a job is the one decision made on the partner's standing here: read it from
+            # MongoDB, not the cache, so a suspension whose event was lost cannot win an order.
+            standing = await self.engine.partners.fresh_standing(conn.user_id)
+            status = standing.status if standing else "unknown"
+            if status != "approved":
+                # Released and ended as if the event had arrived; after this ack is sent.
+                self.app[keys.TASKS].spawn(self.replay_standing(StandingChange(conn.user_id, status, jsonutil.iso())),
+                                           name=f"dispatch:standing:{conn.user_id}")
+                code = standing_code(status)
+                return acks.error(code, STANDING_MESSAGES[code])
         return await self.engine.offers.reply(order_id, conn.user_id, accept, via="socket")
 
     async def on_track(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
@@ -426,8 +501,15 @@ def setup(app: web.Application, settings: Settings) -> None:
         if not sio.manager_initialized:
             sio.manager_initialized = True
             sio.manager.initialize()
+        try:
+            await engine.partners.ensure_indexes()
+        except Exception as exc:  # an equivalent index made elsewhere under another name is fine
+            logger.warning("partner standing index not created: %s", type(exc).__name__)
         await engine.start(app[keys.TASKS])
         app[keys.TASKS].spawn(server.presence_loop(), name="dispatch:presence")
+        app[keys.TASKS].spawn(server.deadlines.run(), name="dispatch:socket-expiry")
+        app[keys.TASKS].spawn(StandingWatch(engine.partners, server.replay_standing).run(),
+                              name="dispatch:standing-watch")
         yield
         await server.close_all()
         await engine.stop()

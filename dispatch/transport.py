@@ -18,8 +18,15 @@ message it sends the writer wraps `queue.get()` in another `wait_for`, another t
 
 engineio builds its sockets inside `AsyncServer._handle_connect` with no factory hook, so
 `LeanEngineServer` upgrades the instance's class when the `connect` event fires. That happens
-before any transport loop starts, and `LeanSocket` adds methods only, no state. A test checks
-the server's sockets are LeanSockets, so an engineio upgrade that changes this flow shows up.
+before any transport loop starts; `LeanSocket` adds methods and one attribute, its flood guard,
+set in the same place. A test checks the server's sockets are LeanSockets, so an engineio
+upgrade that changes this flow shows up.
+
+The flood guard counts every packet a client sends, before Socket.IO decodes it, so no event
+name (known or not) and no malformed packet escapes it. A socket that overdraws it is closed: a
+client that keeps sending after Socket.IO's own per-event limit answered `rate_limited` is not a
+phone with a backlog (that is one `location_batch`) but a flood, and cutting it is cheaper than
+answering it.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import engineio
 import socketio
 from engineio import async_socket, exceptions, packet
 
+from dispatch.ratelimit import TokenBucket
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,6 +51,8 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     connected: bool
     upgrading: bool
     upgraded: bool
+    # Set by LeanEngineServer at connect when flood limits are configured.
+    flood: TokenBucket | None = None
 
     async def poll(self) -> list[Any]:
         """Wait for packets to send (the stock contract: [] once closed, QueueEmpty on timeout)."""
@@ -73,7 +84,14 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
 
     async def receive(self, pkt: Any) -> None:
         """MESSAGE packets go straight to python-socketio's handler (a coroutine function) when
-        handlers run inline; everything else, and async handlers, take the stock path."""
+        handlers run inline; everything else, and async handlers, take the stock path. A socket
+        that overdraws its flood guard is closed instead (SocketIsClosedError ends its read loop)."""
+        flood = self.flood
+        if flood is not None and not flood.take():
+            if not self.closing and not self.closed:
+                logger.warning("closing a socket that flooded the server with messages")
+                await self.close(wait=False, abort=False, reason=self.server.reason.SERVER_DISCONNECT)
+            raise exceptions.SocketIsClosedError()
         if pkt.packet_type == packet.MESSAGE and not self.server.async_handlers:
             handler = self.server.handlers.get("message")
             if handler is not None:
@@ -216,11 +234,18 @@ class _IdleWatch:
 class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """engineio.AsyncServer whose sockets are LeanSockets."""
 
+    # Packets per second and burst a socket may send before it is closed; 0 turns the guard off.
+    # Set after construction (python-socketio builds this server from its own arguments).
+    flood_rate: float = 0.0
+    flood_burst: float = 0.0
+
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "connect":
             sock = self.sockets.get(args[0])
             if type(sock) is async_socket.AsyncSocket:
                 sock.__class__ = LeanSocket
+            if isinstance(sock, LeanSocket) and self.flood_rate > 0:
+                sock.flood = TokenBucket(self.flood_rate, self.flood_burst)
         return await super()._trigger_event(event, *args, **kwargs)
 
 

@@ -11,6 +11,7 @@ import socketio
 
 from core.contracts import PARTNER_EVENTS, REVOKED_SESSION_KEY, SESSION_EVENTS, PartnerEvent, SessionEvent
 from core.jsonutil import iso
+from core.tokens import issue_tracking_token
 from tests.dispatch_helpers import Env, Sock, make_customer, make_partner, ping, start_env
 
 __all__ = ["start_env"]
@@ -26,6 +27,21 @@ async def refusal(env: Env, token: str | None) -> dict[str, str]:
     assert isinstance(sock.refusal, dict)
     data: dict[str, str] = sock.refusal["data"]
     return data
+
+
+async def watched(env: Env, token: str | None, auth: dict[str, str] | None = None) -> Sock:
+    """A connected socket that also records the events the server sends before it ends a socket."""
+    sock = Sock()
+    for name in ("auth_expired", "session_ended"):
+        sock.client.on(name, sock._recorder(name))
+    env.socks.append(sock)
+    return await sock.connect(env.url, token, auth)
+
+
+async def disconnected(sock: Sock, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while sock.client.connected:
+            await asyncio.sleep(0.05)
 
 
 async def test_connections_without_a_valid_token_are_refused_with_a_reason(start_env: StartEnv) -> None:
@@ -51,13 +67,13 @@ async def test_partners_must_be_approved_and_not_suspended(start_env: StartEnv) 
 
 async def test_a_suspended_partner_is_disconnected_at_once(start_env: StartEnv) -> None:
     env = await start_env()
-    pid, sock = await env.partner(12.97, 77.59)
+    pid = await make_partner(env.db)
+    sock = await watched(env, env.token(pid, "partner"))
     await env.db.partners.update_one({"_id": pid}, {"$set": {"status": "suspended"}})
     event = PartnerEvent(partner_id=pid, status="suspended", at=iso())
     await env.redis.publish(PARTNER_EVENTS, event.model_dump_json())
-    async with asyncio.timeout(5):
-        while sock.client.connected:
-            await asyncio.sleep(0.05)
+    assert (await sock.wait_for("session_ended"))["code"] == "partner_suspended"
+    await disconnected(sock)
     # And it cannot come back.
     assert (await refusal(env, env.token(pid, "partner")))["code"] == "partner_suspended"
 
@@ -65,26 +81,44 @@ async def test_a_suspended_partner_is_disconnected_at_once(start_env: StartEnv) 
 async def test_a_revoked_session_is_disconnected_and_other_sessions_stay(start_env: StartEnv) -> None:
     env = await start_env()
     cid = await make_customer(env.db)
-    ended = await env.sock(env.token(cid, "customer", session_id="a"))
+    ended = await watched(env, env.token(cid, "customer", session_id="a"))
     kept = await env.sock(env.token(cid, "customer", session_id="b"))
     await env.redis.publish(SESSION_EVENTS, SessionEvent(user_id=cid, session_id="a").model_dump_json())
-    async with asyncio.timeout(5):
-        while ended.client.connected:
-            await asyncio.sleep(0.05)
+    assert (await ended.wait_for("session_ended"))["code"] == "session_revoked"
+    await disconnected(ended)
     assert kept.client.connected
 
 
-async def test_an_expired_token_is_refused_on_events_until_the_client_reauthenticates(start_env: StartEnv) -> None:
+async def test_a_socket_whose_token_expires_is_told_and_disconnected_without_sending_anything(
+        start_env: StartEnv) -> None:
     env = await start_env()
     pid = await make_partner(env.db)
-    sock = await env.sock(env.token(pid, "partner", ttl_s=1))
-    await asyncio.sleep(1.1)
-    ack = await ping(sock, 12.97, 77.59)
-    assert ack["error"]["code"] == "token_expired"
+    sock = await watched(env, env.token(pid, "partner", ttl_s=1))
+    told = await sock.wait_for("auth_expired", timeout=5)
+    assert told["code"] == "token_expired" and told["expires_at"] > 0
+    await disconnected(sock)
+
+
+async def test_auth_in_place_with_a_fresh_token_keeps_the_socket_past_the_old_expiry(start_env: StartEnv) -> None:
+    env = await start_env()
+    pid = await make_partner(env.db)
+    sock = await watched(env, env.token(pid, "partner", ttl_s=2))
     other = await make_partner(env.db)
     assert (await sock.call("auth", {"token": env.token(other, "partner")}))["error"]["code"] == "forbidden"
-    assert (await sock.call("auth", {"token": env.token(pid, "partner")}))["ok"]
+    assert (await sock.call("auth", {"token": env.token(pid, "partner", ttl_s=60)}))["ok"]
+    await asyncio.sleep(2.5)
+    assert sock.client.connected and not sock.events["auth_expired"]
     assert (await ping(sock, 12.97, 77.59))["ok"]
+
+
+async def test_a_tracking_link_socket_ends_when_the_link_expires(start_env: StartEnv) -> None:
+    env = await start_env()
+    _, order_id = await env.order(12.97, 77.59)
+    token, _ = issue_tracking_token(env.settings, order_id, ttl_s=2)
+    sock = await watched(env, None, {"tracking_token": token})
+    assert (await sock.call("track", {"order_id": order_id}))["ok"]
+    assert (await sock.wait_for("auth_expired"))["code"] == "token_expired"
+    await disconnected(sock)
 
 
 async def test_a_flood_of_events_is_rate_limited(start_env: StartEnv) -> None:

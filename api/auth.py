@@ -22,7 +22,7 @@ from api.accounts import Email, Phone
 from api.routing import RouteTable
 from core import keys
 from core.errors import AppError, Forbidden, Unauthorized
-from core.http import client_ip, json_response
+from core.http import client_ip, from_browser, json_response, refuse_cross_site
 from core.jsonutil import iso, now_ms
 from core.settings import Settings
 from core.tokens import decode_access_token
@@ -139,12 +139,19 @@ async def ensure_indexes(db: Database) -> None:
     await accounts.ensure_indexes(db)
     await otp.ensure_indexes(db)
     await sessions.ensure_indexes(db)
+    await ratelimit.ensure_indexes(db)
 
 
 # --- helpers ----------------------------------------------------------------------------------
 
 def _client(request: web.Request) -> str:
-    return client_ip(request, request.config_dict[keys.SETTINGS].trust_proxy)
+    """The caller as per-address limits count it (an IPv6 address by its /64)."""
+    return ratelimit.address_key(client_ip(request, request.config_dict[keys.SETTINGS].trust_proxy))
+
+
+def _same_site_only(request: web.Request) -> None:
+    """Cookie-setting POSTs refuse browsers on other sites: no signing a victim into our account."""
+    refuse_cross_site(request, request.config_dict[keys.SETTINGS].allowed_origins)
 
 
 def set_refresh_cookie(response: web.Response, grant: sessions.Grant) -> None:
@@ -172,7 +179,8 @@ async def _grant_response(request: web.Request, grant: sessions.Grant, *, includ
     db = request.config_dict[keys.DB]
     user = await accounts.get_user(db, grant.user_id)
     body = {**grant.body(), "user": accounts.profile_view(user, await accounts.partner_status(db, user))}
-    if not include_refresh:
+    # A browser gets the refresh token in the HttpOnly cookie only, out of reach of script.
+    if not include_refresh or from_browser(request):
         body.pop("refresh_token")
     response = json_response(body, headers={"Cache-Control": "no-store"})
     set_refresh_cookie(response, grant)
@@ -210,6 +218,7 @@ async def send_otp(request: web.Request, body: SendOtpBody) -> web.Response:
              body=VerifyOtpBody, response=TokenResponse,
              responses={400: "invalid_code: wrong, expired or used up", 429: "too many attempts"})
 async def verify_otp(request: web.Request, body: VerifyOtpBody) -> web.Response:
+    _same_site_only(request)
     settings, db = request.config_dict[keys.SETTINGS], request.config_dict[keys.DB]
     destination = body.destination()
     await otp.verify(db, request.config_dict[keys.REDIS], settings, destination, body.code, _client(request))
@@ -225,6 +234,7 @@ async def verify_otp(request: web.Request, body: VerifyOtpBody) -> web.Response:
              responses={401: "invalid, expired, revoked or reused refresh token",
                         403: "cookie used without an allowed Origin and the CSRF header"})
 async def refresh(request: web.Request, body: RefreshBody) -> web.Response:
+    _same_site_only(request)
     settings = request.config_dict[keys.SETTINGS]
     token = body.refresh_token
     from_cookie = token is None
@@ -241,6 +251,7 @@ async def refresh(request: web.Request, body: RefreshBody) -> web.Response:
              body=LogoutBody, response=StatusResponse, headers=(CSRF_HEADER,),
              responses={401: "no bearer or refresh token identifies a session"})
 async def logout(request: web.Request, body: LogoutBody) -> web.Response:
+    _same_site_only(request)
     settings, db, redis = (request.config_dict[keys.SETTINGS], request.config_dict[keys.DB],
                            request.config_dict[keys.REDIS])
     targets: dict[str, str] = {}
@@ -334,6 +345,7 @@ async def _create_partner(db: Database, body: PartnerRegisterBody) -> str | None
              body=LoginBody, response=TokenResponse,
              responses={401: "invalid_credentials", 429: "locked after repeated failures, or rate limited"})
 async def login(request: web.Request, body: LoginBody) -> web.Response:
+    _same_site_only(request)
     settings, db, redis = (request.config_dict[keys.SETTINGS], request.config_dict[keys.DB],
                            request.config_dict[keys.REDIS])
     await ratelimit.hit(redis, f"login:ip:{_client(request)}", settings.otp_per_ip_per_hour * settings.otp_max_attempts,
@@ -342,11 +354,12 @@ async def login(request: web.Request, body: LoginBody) -> web.Response:
     # Each attempt is counted before the password is checked, so parallel guesses cannot all
     # slip past the limit while their hashes are being computed; a success clears the count.
     attempts = "login:attempts:" + otp.destination_key(settings, otp.Destination("email", body.email))
+    # Durable: the lockout outlives a Redis loss.
     await ratelimit.hit(redis, attempts, settings.otp_max_attempts, LOGIN_FAILURE_WINDOW_S,
-                        message="too many failed sign-ins; try again later or sign in with a code")
+                        message="too many failed sign-ins; try again later or sign in with a code", durable=db)
     user = await db.users.find_one({"email": body.email})
     if not await accounts.verify_password(body.password, (user or {}).get("password_hash")) or user is None:
         raise Unauthorized("the email or password is wrong", code="invalid_credentials")
-    await ratelimit.reset(redis, attempts)
+    await ratelimit.reset(redis, attempts, durable=db)
     grant = await sessions.start(db, settings, user)
     return await _grant_response(request, grant)

@@ -17,14 +17,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from api import reviews
+from api import ratelimit, reviews
 from api.catalog import catalog_of
 from api.paging import PageQuery, page_body, public
 from api.paymentflow import flow_of
 from api.routing import RouteTable
 from api.windows import ArrivalWindow, arrival_window
 from core import jsonutil, keys
-from core.errors import AppError, Conflict, NotFound, ValidationFailed
+from core.errors import AppError, Conflict, NotFound, RateLimited, ValidationFailed
 from core.http import json_response
 from core.jsonutil import iso
 from core.orderflow import ACTIVE, STATUSES, OrderFlow
@@ -200,7 +200,7 @@ async def _replay(db: AsyncDatabase[dict[str, Any]], scoped_key: str, digest: st
 @routes.post("/orders", summary="Place an order (idempotent with the Idempotency-Key header)",
              body=OrderCreate, roles=("customer",), status=201, headers=(IDEMPOTENCY_HEADER,),
              responses={200: "a retry: the order this key already created",
-                        409: "the key was used with a different body"})
+                        409: "the key was used with a different body", 429: "too many orders this hour"})
 async def create_order(request: web.Request, *, body: OrderCreate, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     settings = request.config_dict[keys.SETTINGS]
@@ -243,6 +243,17 @@ async def create_order(request: web.Request, *, body: OrderCreate, user: Claims)
     }
     if body.payment_option == "deposit":
         order["deposit_amount"] = deposit
+    # Anti-automation: a customer places a bounded number of orders an hour; a retry of one of
+    # them still gets its order back.
+    try:
+        await ratelimit.hit(request.config_dict[keys.REDIS], f"orders:customer:{user.user_id}",
+                            settings.orders_per_customer_per_hour, 3600,
+                            message="too many orders placed in the last hour; try again later")
+    except RateLimited:
+        existing = await _replay(db, scoped_key, digest)
+        if existing is None:
+            raise
+        return json_response(customer_view(existing), status=200)
     # The unique index on the scoped key decides: no read before the write, so the common
     # case costs one round trip, and racing retries cannot both insert.
     try:
@@ -314,7 +325,7 @@ class TrackQuery(BaseModel):
 
 @routes.post("/orders/{id}/tracking-link", summary="A link that follows this order without signing in",
              roles=("customer",), response=TrackingLink, status=201,
-             responses={404: "no such order", 409: "the order is over"})
+             responses={404: "no such order", 409: "the order is over", 429: "too many links this hour"})
 async def create_tracking_link(request: web.Request, *, user: Claims) -> web.Response:
     db, settings = request.config_dict[keys.DB], request.config_dict[keys.SETTINGS]
     order = await db.orders.find_one({"_id": request.match_info["id"]}, {"customer_id": 1, "status": 1})
@@ -322,6 +333,9 @@ async def create_tracking_link(request: web.Request, *, user: Claims) -> web.Res
         raise NotFound("no such order")
     if order.get("status") not in ACTIVE:
         raise Conflict("this order is over: there is nothing left to track", code="order_finished")
+    await ratelimit.hit(request.config_dict[keys.REDIS], f"tracking-links:customer:{user.user_id}",
+                        settings.tracking_links_per_customer_per_hour, 3600,
+                        message="too many tracking links made in the last hour; try again later")
     token, expires = issue_tracking_token(settings, str(order["_id"]))
     body = {"token": token, "url": f"{settings.public_url.rstrip('/')}/track?t={token}",
             "expires_at": jsonutil.iso(datetime.fromtimestamp(expires, UTC))}

@@ -86,13 +86,16 @@ async def issue(db: AsyncDatabase[dict[str, Any]], redis: Redis, settings: Setti
     """Make a fresh code for `destination`, replacing any earlier one. Raises RateLimited (429)
     when the client address, the destination's cooldown or its hourly budget says no."""
     dkey = destination_key(settings, destination)
-    await ratelimit.hit(redis, f"otp:ip:{client}", settings.otp_per_ip_per_hour, HOUR_S,
+    # Per-address limits count an IPv6 caller by its /64; the destination's hourly budget is
+    # durable (it outlives a Redis loss).
+    await ratelimit.hit(redis, f"otp:ip:{ratelimit.address_key(client)}", settings.otp_per_ip_per_hour, HOUR_S,
                         message="too many codes requested from this address; try again later")
     await ratelimit.cooldown(redis, f"otp:{dkey}", settings.otp_resend_cooldown_s,
                              message="a code was sent a moment ago; wait before asking for another")
     try:
         await ratelimit.hit(redis, f"otp:dest:{dkey}", settings.otp_per_destination_per_hour, HOUR_S,
-                            message="too many codes requested for this destination; try again later")
+                            message="too many codes requested for this destination; try again later",
+                            durable=db)
     except RateLimited:
         await ratelimit.release_cooldown(redis, f"otp:{dkey}")
         raise
@@ -112,8 +115,9 @@ async def verify(db: AsyncDatabase[dict[str, Any]], redis: Redis, settings: Sett
                  code: str, client: str) -> None:
     """Consume the code if it is right; raise InvalidCode otherwise (and RateLimited for a client
     address guessing across many destinations). A code dies after `otp_max_attempts` wrong tries."""
-    await ratelimit.hit(redis, f"otp-verify:ip:{client}", settings.otp_per_ip_per_hour * settings.otp_max_attempts,
-                        HOUR_S, message="too many attempts from this address; try again later")
+    await ratelimit.hit(redis, f"otp-verify:ip:{ratelimit.address_key(client)}",
+                        settings.otp_per_ip_per_hour * settings.otp_max_attempts, HOUR_S,
+                        message="too many attempts from this address; try again later", durable=db)
     dkey = destination_key(settings, destination)
     # Count the attempt before comparing, in one atomic step: parallel guesses cannot share a try.
     doc = await db.otp_codes.find_one_and_update(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from core import keys
-from core.contracts import REVOKED_SESSION_KEY
+from core import keys, revocations
 from core.errors import Forbidden, Unauthorized
 from core.tokens import Claims, Role, decode_access_token
 
@@ -28,8 +27,9 @@ async def authenticate(request: web.Request, roles: tuple[Role, ...], *, approve
     """
     settings = request.config_dict[keys.SETTINGS]
     claims = decode_access_token(settings, bearer_token(request))
-    redis = request.config_dict[keys.REDIS]
-    if claims.session_id and await redis.exists(REVOKED_SESSION_KEY.format(sid=claims.session_id)):
+    # Durable: a Redis that lost its revocations rebuilds them from MongoDB before this answers.
+    if claims.session_id and await revocations.is_revoked(request.config_dict[keys.DB], request.config_dict[keys.REDIS],
+                                                          settings.access_token_ttl_s, claims.session_id):
         raise Unauthorized("this session has ended; sign in again", code="session_revoked")
     if claims.role not in roles:
         raise Forbidden("your role may not use this endpoint", code="forbidden")

@@ -6,13 +6,24 @@ it replaced. Rotation is one conditional update on the live hash, so of two para
 token at most one succeeds. Presenting a replaced token means two parties hold the family (RFC 9700
 §4.14.2: the server cannot tell which is the thief), so the whole family is revoked.
 
-Revoking marks the sid in Redis for as long as an access token can live (api.security refuses
-it at once) and publishes a SessionEvent so dispatch disconnects the session's sockets.
+One exception, which RFC 9700 §4.14.2 allows: two browser tabs share one cookie and may refresh at
+the same moment. The token just replaced is accepted again for `refresh_reuse_grace_s` seconds and
+answers with the very same successor, so both tabs end up holding the one live token. That works
+because a successor is not random but derived from its predecessor with a server key
+(`_successor`): nothing but the hash of the live token is ever stored. A replaced token presented
+after the grace, or after its successor was itself replaced, still revokes the family.
+
+Revoking is recorded in MongoDB first (the durable truth), then cached in Redis for as long as an
+access token can live (core.revocations; api.security refuses it at once, and after a Redis loss
+the cache is rebuilt before anything is answered) and a SessionEvent tells dispatch to disconnect
+the session's sockets.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import logging
 import secrets
 import uuid
@@ -25,7 +36,8 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from core.contracts import REVOKED_SESSION_KEY, SESSION_EVENTS, SessionEvent
+from core import revocations
+from core.contracts import SESSION_EVENTS, SessionEvent
 from core.errors import Unauthorized
 from core.jsonutil import iso, now_ms
 from core.settings import Settings
@@ -61,6 +73,15 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _successor(settings: Settings, token: str) -> str:
+    """The refresh token that replaces `token`: unguessable without the server key, and the same
+    every time, so parallel refreshes within the grace all hand out one successor."""
+    key = hmac.new(settings.jwt_secret.get_secret_value().encode(), b"partypilot/refresh-successor/v1",
+                   hashlib.sha256).digest()
+    digest = hmac.new(key, token.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 def _flag(value: Any) -> bool:
     return bool(value) and value not in ("0", "false")
 
@@ -79,12 +100,16 @@ async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
     await db.sessions.create_index("previous")
     await db.sessions.create_index("user_id")
     await db.sessions.create_index("expires_at", expireAfterSeconds=0)
+    await revocations.ensure_indexes(db)
 
 
 def _grant(settings: Settings, session_id: str, user_id: str, role: Role, refresh_token: str,
            expires_ms: int) -> Grant:
+    # An access token never outlives its session, whose document (and revocation) MongoDB's TTL
+    # monitor removes when the session ends.
+    access = issue_access_token(settings, user_id, role, session_id, not_after=expires_ms // 1000)
     return Grant(
-        access_token=issue_access_token(settings, user_id, role, session_id), refresh_token=refresh_token,
+        access_token=access, refresh_token=refresh_token,
         session_id=session_id, user_id=user_id, role=role, expires_in=settings.access_token_ttl_s,
         refresh_expires_in=max((expires_ms - now_ms()) // 1000, 0),
     )
@@ -106,11 +131,29 @@ async def start(db: AsyncDatabase[dict[str, Any]], settings: Settings, user: Map
     return _grant(settings, session_id, str(user["_id"]), role, token, expires_ms)
 
 
+async def _within_grace(db: AsyncDatabase[dict[str, Any]], settings: Settings, successor: str) -> Grant | None:
+    """The grant for a token replaced a moment ago by `successor` (still live, within the grace)."""
+    if settings.refresh_reuse_grace_s <= 0:
+        return None
+    doc = await db.sessions.find_one({"current": token_hash(successor)})
+    if doc is None or _flag(doc.get("revoked")) or int(doc.get("expires_ms", 0)) <= now_ms():
+        return None
+    if now_ms() - int(doc.get("rotated_ms") or 0) > settings.refresh_reuse_grace_s * 1000:
+        return None
+    return _grant(settings, str(doc["_id"]), str(doc["user_id"]), _role(doc.get("role")), successor,
+                  int(doc["expires_ms"]))
+
+
 async def rotate(db: AsyncDatabase[dict[str, Any]], redis: Redis, settings: Settings, token: str) -> Grant:
-    """Trade a live refresh token for a new pair. A replaced token revokes its family."""
+    """Trade a live refresh token for a new pair. A replaced token revokes its family, unless it
+    was replaced within the last `refresh_reuse_grace_s` seconds (see the module docstring)."""
     presented = token_hash(token)
+    fresh = _successor(settings, token)
     doc = await db.sessions.find_one({"current": presented})
     if doc is None:
+        again = await _within_grace(db, settings, fresh)
+        if again is not None:
+            return again
         reused = await db.sessions.find_one({"previous": {"$in": [presented]}}, {"user_id": 1})
         if reused is not None:
             logger.warning("a replaced refresh token of session %s was presented; revoking the session",
@@ -128,14 +171,18 @@ async def rotate(db: AsyncDatabase[dict[str, Any]], redis: Redis, settings: Sett
         await revoke(db, redis, settings, session_id, user_id, reason="account_gone")
         raise Unauthorized("this account no longer exists", code="session_revoked")
     role = _role(user.get("role"))  # re-read: a promotion or demotion applies from the next refresh
-    fresh = secrets.token_urlsafe(32)
     retired = [*[str(h) for h in doc.get("previous") or []], presented][-MAX_RETIRED:]
     after = await db.sessions.find_one_and_update(
         {"_id": session_id, "current": presented, "revoked": 0},
-        {"$set": {"current": token_hash(fresh), "previous": retired, "role": role, "last_used_at": iso()}},
+        {"$set": {"current": token_hash(fresh), "previous": retired, "role": role, "last_used_at": iso(),
+                  "rotated_ms": now_ms()}},
         return_document=ReturnDocument.AFTER,
     )
     if after is None:
+        # A parallel refresh with the same token (another tab) won the update a moment ago.
+        again = await _within_grace(db, settings, fresh)
+        if again is not None:
+            return again
         # Someone else used this token between our read and write (or the session was revoked):
         # two users of one token is exactly what rotation exists to expose.
         await revoke(db, redis, settings, session_id, user_id, reason="reuse")
@@ -153,10 +200,18 @@ async def find_by_token(db: AsyncDatabase[dict[str, Any]], token: str) -> dict[s
 async def revoke(db: AsyncDatabase[dict[str, Any]], redis: Redis, settings: Settings, session_id: str,
                  user_id: str, *, reason: str, announce: bool = True) -> None:
     """End one session now: its refresh tokens, its access tokens and its sockets."""
-    # Redis first: from this instant the session's access tokens are refused everywhere.
-    await redis.set(REVOKED_SESSION_KEY.format(sid=session_id), reason, ex=settings.access_token_ttl_s)
-    await db.sessions.update_one({"_id": session_id},
-                                 {"$set": {"revoked": 1, "revoked_at": iso(), "revoke_reason": reason}})
+    # MongoDB first, as the record that outlives a Redis loss; then the Redis cache, from which
+    # instant the session's access tokens are refused everywhere. A session we never stored (a
+    # token minted elsewhere) gets a tombstone, kept as long as its access tokens could live.
+    until = datetime.now(UTC) + timedelta(seconds=settings.access_token_ttl_s)
+    await db.sessions.update_one(
+        {"_id": session_id},
+        {"$set": {"revoked": 1, "revoked_at": iso(), "revoked_ms": now_ms(), "revoke_reason": reason},
+         "$setOnInsert": {"user_id": user_id, "current": f"revoked:{session_id}", "previous": [],
+                          "expires_ms": int(until.timestamp() * 1000), "expires_at": until}},
+        upsert=True,
+    )
+    await revocations.cache(redis, session_id, reason, settings.access_token_ttl_s)
     if announce:
         await redis.publish(SESSION_EVENTS, SessionEvent(user_id=user_id, session_id=session_id).model_dump_json())
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -17,6 +18,7 @@ from core import jsonutil
 from core.errors import (
     AppError,
     BadRequest,
+    Forbidden,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -32,8 +34,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Sec-Fetch-Site values a browser sends for a request our own pages (or the user, typing a URL)
+# started; "same-site" is refused too, as a sibling subdomain may belong to someone else.
+_OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 _STORE_DOWN = (ServerSelectionTimeoutError, AutoReconnect, ConnectionFailure, RedisConnectionError,
                RedisTimeoutError)
+
+
+class UnsupportedMediaType(AppError):
+    """415: a body that does not say it is JSON is never parsed as JSON."""
+
+    status = 415
+    default_code = "unsupported_media_type"
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -113,12 +125,24 @@ def _from_http_exception(exc: web.HTTPException) -> AppError:
     return error
 
 
+def is_json_media_type(header: str | None) -> bool:
+    """True for `application/json` and `application/<anything>+json`, parameters (charset) allowed."""
+    mime = (header or "").split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json")
+                                          and len(mime) > len("application/+json"))
+
+
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, or a 400/413 AppError."""
+    """The request body as JSON, or a 400/413/415 AppError."""
     # aiohttp enforces the application's client_max_size and raises 413, mapped by the middleware.
     body = await request.read()
     if not body:
         raise BadRequest("a JSON body is required", code="invalid_json")
+    # A cross-site HTML form can send text/plain (or urlencoded) without a CORS preflight, and its
+    # body can be valid JSON: only a declared JSON type, which a form cannot send, is parsed.
+    if not is_json_media_type(request.headers.get("Content-Type")):
+        raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json",
+                                   details={"accepted": ["application/json", "application/*+json"]})
     try:
         return jsonutil.loads(body)
     except ValueError:
@@ -171,6 +195,29 @@ def _refuse_operator_keys(value: Any, depth: int = 0) -> None:
             _refuse_operator_keys(inner, depth + 1)
 
 
+def from_browser(request: web.Request) -> bool:
+    """Did a browser send this? Browsers add Origin to every POST and Sec-Fetch-* to every request;
+    native clients and scripts normally send neither."""
+    return "Origin" in request.headers or "Sec-Fetch-Site" in request.headers
+
+
+def refuse_cross_site(request: web.Request, allowed_origins: Collection[str]) -> None:
+    """403 for a browser request started by another site (login CSRF on cookie-setting POSTs).
+
+    An Origin must be an allowed one (or this server's own); without an Origin, Sec-Fetch-Site must
+    say the request came from our own pages. Requests with neither header (native clients) pass:
+    a browser always sends at least one of them on a POST.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        if origin in allowed_origins or (origin != "null" and urlsplit(origin).netloc == request.host):
+            return
+        raise Forbidden("this request came from another site", code="csrf_failed")
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site.strip().lower() not in _OWN_FETCH_SITES:
+        raise Forbidden("this request came from another site", code="csrf_failed")
+
+
 def client_ip(request: web.Request, trust_proxy: bool) -> str:
     """The caller's address; X-Forwarded-For is believed only behind our own proxy."""
     if trust_proxy:
@@ -181,3 +228,4 @@ def client_ip(request: web.Request, trust_proxy: bool) -> str:
         if forwarded:
             return forwarded.split(",")[-1].strip()
     return request.remote or "unknown"
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,13 @@ class Settings(BaseModel):
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
     trust_proxy: bool = False
     max_body_bytes: int = 256 * 1024
+    # Development mode hands out sign-in codes in responses and signs with a public secret, so it
+    # serves on loopback only unless this is set (a trusted LAN demo, knowingly).
+    allow_dev_on_network: bool = False
+    # Production refuses to start when sign-in codes would go to the local outbox file instead of
+    # SMS (Twilio) or email (SMTP), unless the matching setting says that is intended.
+    allow_local_sms: bool = False
+    allow_local_email: bool = False
 
     # accounts
     dev_admin_email: str = "admin@partypilot.local"
@@ -62,6 +70,12 @@ class Settings(BaseModel):
     otp_resend_cooldown_s: int = 30
     otp_per_destination_per_hour: int = 5
     otp_per_ip_per_hour: int = 20
+    # A refresh token replaced this many seconds ago is accepted once more and answers with the
+    # same successor (two tabs refreshing together, RFC 9700 §4.14.2); 0 switches that off.
+    refresh_reuse_grace_s: float = Field(10.0, ge=0, le=60)
+    # Anti-automation: orders and tracking links one customer may create per hour.
+    orders_per_customer_per_hour: int = Field(20, ge=1)
+    tracking_links_per_customer_per_hour: int = Field(30, ge=1)
     commission_rate_bp: int = Field(2000, ge=0, le=10000)  # platform share, basis points
     currency: str = "INR"
     deposit_rate_bp: int = Field(3000, ge=0, le=10000)
@@ -121,6 +135,9 @@ class Settings(BaseModel):
     # opens, plus this share of the package's set-up time.
     asap_window_min: int = Field(90, ge=30, le=720)
     default_arrival_window: str = Field("10:00-13:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    # the slots the order form offers (local time, comma-separated); any window may still be sent
+    arrival_slots: str = Field("08:00-10:00,10:00-13:00,13:00-16:00,16:00-19:00,19:00-22:00",
+                               pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}(,\d{2}:\d{2}-\d{2}:\d{2})*$")
     dispatch_lead_min: int = Field(60, ge=0, le=24 * 60)
     setup_buffer_bp: int = Field(2500, ge=0, le=10000)
 
@@ -163,6 +180,16 @@ class Settings(BaseModel):
     def is_development(self) -> bool:
         return self.env == "development"
 
+    def check_exposure(self) -> None:
+        """Refuse a development or test server on a non-loopback address (see allow_dev_on_network)."""
+        if self.is_production or self.allow_dev_on_network or _is_loopback(self.host):
+            return
+        raise SettingsError(
+            f"{env_name('host')}={self.host} would expose a {self.env} server (it returns sign-in codes and "
+            f"signs with a public secret) to the network: serve on 127.0.0.1, set {env_name('env')}=production, "
+            f"or set {env_name('allow_dev_on_network')}=true to accept that on a trusted network"
+        )
+
     def check_production(self) -> None:
         """Refuse production settings that would be unsafe, naming the setting to fix."""
         if not self.is_production:
@@ -179,6 +206,27 @@ class Settings(BaseModel):
                     f"{env_name('allowed_origins')} must list the public origins in production, "
                     f"not {origin}"
                 )
+            if not origin.startswith("https://"):
+                raise SettingsError(
+                    f"{env_name('allowed_origins')} must list https:// origins in production, not {origin}: "
+                    "the refresh cookie is Secure and sign-in codes must not cross the network in clear"
+                )
+        if not self.public_url.startswith("https://"):
+            raise SettingsError(
+                f"{env_name('public_url')} must be an https:// URL in production, not {self.public_url}"
+            )
+        sms = bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_from_number)
+        if not sms and not self.allow_local_sms:
+            raise SettingsError(
+                f"no SMS provider is configured, so sign-in codes would go to a local file: set "
+                f"{env_name('twilio_account_sid')}, {env_name('twilio_auth_token')} and "
+                f"{env_name('twilio_from_number')}, or set {env_name('allow_local_sms')}=true if that is intended"
+            )
+        if not self.smtp_host and not self.allow_local_email:
+            raise SettingsError(
+                f"no SMTP server is configured, so sign-in codes would go to a local file: set "
+                f"{env_name('smtp_host')}, or set {env_name('allow_local_email')}=true if that is intended"
+            )
         real_payments = bool(self.stripe_secret_key) or bool(self.razorpay_key_id and self.razorpay_key_secret)
         if not real_payments and self.payments_simulator is not True:
             raise SettingsError(
@@ -207,8 +255,19 @@ class Settings(BaseModel):
                 f"{env_name(str(err['loc'][0])) if err['loc'] else '?'}: {err['msg']}" for err in exc.errors()
             )
             raise SettingsError(f"invalid configuration: {problems}") from None
+        settings.check_exposure()
         settings.check_production()
         return settings
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

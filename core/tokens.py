@@ -30,11 +30,15 @@ class Claims:
 
 
 def issue_access_token(settings: Settings, user_id: str, role: Role, session_id: str,
-                       now: float | None = None) -> str:
+                       now: float | None = None, not_after: int | None = None) -> str:
+    """A signed access token; `not_after` (epoch seconds, e.g. the session's end) caps its expiry."""
     issued = int(now if now is not None else time.time())
+    expires = issued + settings.access_token_ttl_s
+    if not_after is not None:
+        expires = min(expires, not_after)
     payload = {
         "sub": user_id, "role": role, "sid": session_id, "typ": "access",
-        "aud": AUDIENCE, "iss": ISSUER, "iat": issued, "exp": issued + settings.access_token_ttl_s,
+        "aud": AUDIENCE, "iss": ISSUER, "iat": issued, "exp": expires,
         "jti": uuid.uuid4().hex,
     }
     return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM)

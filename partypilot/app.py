@@ -9,7 +9,7 @@ from aiohttp import web
 
 import api
 import dispatch
-from core import keys
+from core import keys, revocations
 from core.http import api_error_middleware, request_id_middleware
 from core.settings import Settings
 from core.stores import mongo_ctx, redis_ctx
@@ -32,6 +32,14 @@ async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[keys.TASKS].aclose()
 
 
+async def revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Keep Redis's copy of ended sessions whole, for readers that check only Redis (sockets)."""
+    settings = app[keys.SETTINGS]
+    app[keys.TASKS].spawn(revocations.watch(app[keys.DB], app[keys.REDIS], settings.access_token_ttl_s),
+                          name="core:revocations:watch")
+    yield
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the whole product for `settings`. Connections open when the app starts."""
     app = web.Application(
@@ -42,7 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.VERSION] = __version__
     # Dependency order: stores first, then the tasks that use them; cleanup runs in reverse,
     # so tasks stop before the stores close.
-    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, tasks_ctx, *api.contexts()])
+    app.cleanup_ctx.extend([mongo_ctx, redis_ctx, tasks_ctx, revocations_ctx, *api.contexts()])
     app.add_subapp("/api", api.create_api(settings))
     dispatch.setup(app, settings)  # adds its own cleanup context after the API's
     _add_frontend(app, settings.frontend_dir, settings.data_dir / "media")

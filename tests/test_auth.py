@@ -247,3 +247,43 @@ async def test_account_routes_are_described_in_openapi(client: TestClient[Any, A
     assert expected <= present
     assert doc["paths"]["/api/auth/send-otp"]["post"]["requestBody"]
     assert "429" in doc["paths"]["/api/auth/send-otp"]["post"]["responses"]
+
+
+async def test_a_login_lockout_survives_redis_losing_everything(client: TestClient[Any, Any]) -> None:
+    from api.accounts import hash_password  # the password is set directly: this is about sign-in
+
+    signed = await sign_in(client, email="locked@example.com")
+    db, redis = app_of(client)[keys.DB], app_of(client)[keys.REDIS]
+    await db.users.update_one({"_id": signed["user"]["id"]},
+                              {"$set": {"password_hash": await hash_password("correct horse battery")}})
+    for _ in range(5):
+        wrong = await client.post("/api/auth/login", json={"email": "locked@example.com", "password": "wrong guess!"})
+        assert wrong.status == 401
+    await redis.flushall()
+    locked = await client.post("/api/auth/login", json={"email": "locked@example.com",
+                                                        "password": "correct horse battery"})
+    assert locked.status == 429 and int(locked.headers["Retry-After"]) > 0
+    # Nothing stored names the address or the client: the durable window is keyed by a digest.
+    assert "locked@example.com" not in str(await db.rate_limits.find().to_list())
+
+
+async def test_a_code_budget_survives_redis_losing_everything(
+        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Any) -> None:
+    client = await aiohttp_client(create_app(make_settings(otp_per_destination_per_hour=2)))
+    statuses = []
+    for _ in range(3):
+        resp = await client.post("/api/auth/send-otp", json={"phone": PHONE})
+        statuses.append(resp.status)
+        await redis.flushall()  # also clears the 30 s resend cooldown, which is deliberately not durable
+    assert statuses == [200, 200, 429]
+
+
+async def test_the_code_guessing_budget_of_an_address_survives_redis_losing_everything(
+        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Any) -> None:
+    client = await aiohttp_client(create_app(make_settings(otp_per_ip_per_hour=1, otp_max_attempts=2)))
+    for n in range(2):
+        resp = await client.post("/api/auth/verify-otp", json={"email": f"g{n}@example.com", "code": "000000"})
+        assert resp.status == 400
+    await redis.flushall()
+    resp = await client.post("/api/auth/verify-otp", json={"email": "g9@example.com", "code": "000000"})
+    assert resp.status == 429

@@ -134,7 +134,8 @@ def test_secrets_and_origins_are_required_variables(services: dict[str, dict[str
 def test_the_app_accepts_the_compose_environment_in_production(services: dict[str, dict[str, Any]]) -> None:
     given = {"JWT_SECRET": "s" * 48, "PARTYPILOT_ALLOWED_ORIGINS": "https://partypilot.example.com",
              "PARTYPILOT_PUBLIC_URL": "https://partypilot.example.com", "STRIPE_SECRET_KEY": "sk_live_" + "k" * 24,
-             "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 24}
+             "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 24, "TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
+             "TWILIO_AUTH_TOKEN": "t" * 32, "TWILIO_FROM_NUMBER": "+15005550006", "SMTP_HOST": "smtp.example.com"}
     environ = {name: interpolate(value, given) for name, value in app_environment(services["app1"]).items()}
     settings = Settings.from_env(environ)
     assert settings.is_production
@@ -151,6 +152,17 @@ def test_the_app_accepts_the_compose_environment_in_production(services: dict[st
     demo = {name: interpolate(value, {**given, "STRIPE_SECRET_KEY": "", "PARTYPILOT_PAYMENTS_SIMULATOR": "true"})
             for name, value in app_environment(services["app1"]).items()}
     assert Settings.from_env(demo).payments_simulator is True
+
+    # Without Twilio and SMTP, sign-in codes would land in a file: refused unless asked for by name.
+    for missing, setting in ((("TWILIO_ACCOUNT_SID",), "PARTYPILOT_ALLOW_LOCAL_SMS"),
+                             (("SMTP_HOST",), "PARTYPILOT_ALLOW_LOCAL_EMAIL")):
+        unsent = {name: interpolate(value, {**given, **dict.fromkeys(missing, "")})
+                  for name, value in app_environment(services["app1"]).items()}
+        with pytest.raises(SettingsError, match=setting):
+            Settings.from_env(unsent)
+        allowed = {name: interpolate(value, {**given, **dict.fromkeys(missing, ""), setting: "true"})
+                   for name, value in app_environment(services["app1"]).items()}
+        assert Settings.from_env(allowed).is_production
 
     # The production check still bites: a short secret is refused, naming the variable.
     weak = {**environ, "JWT_SECRET": "short"}

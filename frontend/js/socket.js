@@ -1,6 +1,13 @@
 // Socket.IO connection: authenticates with the in-memory access token (re-read on every
-// reconnect), refreshes an expired token once, and tells the page when to re-read the truth
-// over REST: pushes are hints, so after a reconnect or a version gap the page re-fetches.
+// reconnect), re-authenticates in place before the token expires, refreshes an expired token
+// once, and tells the page when to re-read the truth over REST: pushes are hints, so after a
+// reconnect or a version gap the page re-fetches.
+//
+// The server ends a socket whose credentials ran out, and says why first:
+//   auth_expired  {code: "token_expired", message, expires_at}: refresh the token and reconnect
+//                 (a tracking link cannot be refreshed: the page is told, as for a refusal);
+//   session_ended {code: "session_revoked" | "partner_suspended" | "partner_not_approved", message}:
+//                 not retried; the page is told through onRefused.
 import { io } from '/vendor/socket.io/socket.io.esm.min.js';
 import { accessToken, refresh } from './api.js';
 
@@ -20,20 +27,77 @@ export function connectSocket(opts = {}) {
   });
   let connectedOnce = false;
   let refreshedForConnect = false;
+  let ended = null; // set by auth_expired / session_ended: the server is about to hang up
+  let reauthTimer = null;
   const versions = new Map();
+  // Re-authenticate this long before the token's expiry, so the server never has to cut us.
+  const REAUTH_AHEAD_MS = 60_000;
+
+  /** The `exp` (epoch s) of a JWT, read without verifying it (the server does that). */
+  function expiryOf(token) {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const exp = JSON.parse(atob(part)).exp;
+      return Number.isFinite(exp) ? exp : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function scheduleReauth(expiresAt) {
+    clearTimeout(reauthTimer);
+    reauthTimer = null;
+    if (opts.auth || !Number.isFinite(expiresAt)) return; // tracking links are not renewed
+    const wait = Math.max(expiresAt * 1000 - Date.now() - REAUTH_AHEAD_MS, 5_000);
+    reauthTimer = setTimeout(reauth, wait);
+  }
+
+  async function reauth() {
+    if (!socket.connected) return;
+    const current = accessToken();
+    const exp = current ? expiryOf(current) : null;
+    // Another request may already have refreshed the token; refresh only if it is about to go.
+    if (!exp || exp * 1000 - Date.now() < REAUTH_AHEAD_MS + 30_000) {
+      if (!(await refresh())) return; // signed out: the server ends the socket at expiry
+    }
+    const answer = await new Promise((resolve) => {
+      socket.timeout(10_000).emit('auth', { token: accessToken() }, (err, ack) => resolve(err ? null : ack));
+    });
+    scheduleReauth(answer?.ok ? answer.expires_at : Date.now() / 1000 + REAUTH_AHEAD_MS / 1000 + 30);
+  }
 
   socket.on('connect', () => {
     const first = !connectedOnce;
     connectedOnce = true;
     refreshedForConnect = false;
+    ended = null;
+    const token = accessToken();
+    if (token) scheduleReauth(expiryOf(token));
     opts.onConnect?.(socket, first);
     if (!first) opts.onResync?.('reconnected');
   });
-  socket.on('disconnect', (reason) => {
+  socket.on('auth_expired', (info) => { ended = { event: 'auth_expired', ...info }; });
+  socket.on('session_ended', (info) => { ended = { event: 'session_ended', ...info }; });
+  socket.on('disconnect', async (reason) => {
+    clearTimeout(reauthTimer);
     opts.onDown?.(reason);
-    // The server hung up on us (suspension, session ended, deploy): the client does not retry by
+    if (reason !== 'io server disconnect') return; // the client reconnects by itself
+    const why = ended;
+    ended = null;
+    if (why?.event === 'session_ended' || (why?.event === 'auth_expired' && opts.auth)) {
+      // Not something a retry fixes: say why, as for a refused connection.
+      opts.onRefused?.({ code: why.code, message: why.message });
+      return;
+    }
+    if (why?.event === 'auth_expired') {
+      // The token ran out before we re-authenticated (say, a hidden tab): refresh, reconnect.
+      if (await refresh()) socket.connect();
+      else opts.onRefused?.({ code: why.code, message: why.message });
+      return;
+    }
+    // The server hung up without a reason (deploy, shutdown): the client does not retry by
     // itself, so try once; a refusal then says why through connect_error.
-    if (reason === 'io server disconnect') setTimeout(() => socket.connect(), 1000);
+    setTimeout(() => socket.connect(), 1000);
   });
   socket.on('connect_error', async (err) => {
     const code = err?.data?.code;
@@ -67,7 +131,10 @@ export function connectSocket(opts = {}) {
       const reauth = await new Promise((resolve) => {
         socket.timeout(timeoutMs).emit('auth', { token: accessToken() }, (err, answer) => resolve(err ? null : answer));
       });
-      if (reauth?.ok) return send();
+      if (reauth?.ok) {
+        scheduleReauth(reauth.expires_at);
+        return send();
+      }
     }
     return ack;
   }
@@ -89,6 +156,7 @@ export function connectSocket(opts = {}) {
   }
 
   function close() {
+    clearTimeout(reauthTimer);
     document.removeEventListener('visibilitychange', onVisible);
     socket.close();
   }

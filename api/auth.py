@@ -15,17 +15,16 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from api import accounts, notifications, otp, ratelimit, sessions
 from api.accounts import Email, Phone
 from api.routing import RouteTable
 from core import keys
-from core.errors import AppError, Forbidden, Unauthorized
+from core.errors import AppError, Conflict, Forbidden, Unauthorized
 from core.http import client_ip, from_browser, json_response, refuse_cross_site
 from core.jsonutil import iso, now_ms
 from core.settings import Settings
-from core.tokens import decode_access_token
+from core.tokens import Claims, decode_access_token
 from gateway_clients.delivery import mask_email, mask_phone
 
 logger = logging.getLogger(__name__)
@@ -83,13 +82,21 @@ class LogoutBody(RefreshBody):
 
 
 class PartnerRegisterBody(BaseModel):
+    """The business, applied for on the signed-in account. `email` / `phone` may repeat the
+    account's; one the account lacks is added only with its own code plus a step-up proof."""
+
     model_config = ConfigDict(extra="forbid")
     company_name: Name
     contact_name: Name
-    email: Email
-    phone: Phone
+    email: Email | None = Field(None, description="the account's email, or one to add (with email_code)")
+    phone: Phone | None = Field(None, description="the account's phone, or one to add (with phone_code)")
     vehicle_type: Literal["bike", "car", "van", "truck"]
     service_area: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)] | None = None
+    email_code: Code | None = Field(None, description="the code /api/auth/send-otp sent to a new email")
+    phone_code: Code | None = Field(None, description="the code /api/auth/send-otp sent to a new phone")
+    verify_code: Code | None = Field(None, description='a code from POST /api/users/verify/send, action "identifier", '
+                                     "needed to add an email or phone")
+    current_password: Annotated[str, StringConstraints(max_length=accounts.PASSWORD_MAX)] | None = None
 
 
 class LoginBody(BaseModel):
@@ -279,64 +286,54 @@ async def logout(request: web.Request, body: LogoutBody) -> web.Response:
 
 # --- partners ---------------------------------------------------------------------------------
 
-@routes.post("/auth/partner/register", summary="Apply as a partner; sign in with a code, work once approved",
-             body=PartnerRegisterBody, response=StatusResponse, status=201,
-             responses={429: "too many registrations from this address"})
-async def register_partner(request: web.Request, body: PartnerRegisterBody) -> web.Response:
+@routes.post("/auth/partner/register", summary="Apply as a partner with the signed-in account; work once approved",
+             body=PartnerRegisterBody, response=StatusResponse, status=201, roles=("customer", "partner"),
+             approved_partner=False,
+             responses={400: "invalid_code", 401: "sign in first (with a one-time code)",
+                        403: "admins cannot apply", 409: "identifier_mismatch, or destination_taken",
+                        422: "step_up_required to add an email or phone", 429: "too many registrations"})
+async def register_partner(request: web.Request, body: PartnerRegisterBody, user: Claims) -> web.Response:
+    """Registration verifies what it claims: the applicant signed in with a code, so the account's
+    identifier is proven; it never looks at, or reveals, any other account (issue 10, finding 2)."""
     settings, db, redis = (request.config_dict[keys.SETTINGS], request.config_dict[keys.DB],
                            request.config_dict[keys.REDIS])
     await ratelimit.hit(redis, f"partner-register:ip:{_client(request)}", settings.otp_per_ip_per_hour, HOUR_S)
-    existing = await db.users.find_one({"$or": [{"email": body.email}, {"phone": body.phone}]},
-                                       {"email": 1, "phone": 1})
-    partner_id = await _create_partner(db, body) if existing is None else None
-    if partner_id is not None:
-        await notifications.enqueue(
-            db, channel="email", to=body.email, subject="PartyPilot: partner application received",
-            body=f"Hello {body.contact_name},\n\nThank you for applying to deliver with PartyPilot as "
-                 f"{body.company_name}. We review applications within two working days. Sign in with a one-time "
-                 f"code sent to this address to see your status.\n\nPartyPilot\n",
-            dedupe_key=f"partner-registered:{partner_id}")
-    else:
-        await _tell_existing_owner(db, existing or await db.users.find_one(
-            {"$or": [{"email": body.email}, {"phone": body.phone}]}, {"email": 1, "phone": 1}))
-    # The same answer either way, so this endpoint does not reveal who has an account.
-    return json_response({"status": "pending", "message": "Application received. Sign in with a one-time code; "
-                          "partner features open once an administrator approves you."}, status=201)
+    current = await accounts.get_user(db, user.user_id)
+    await _add_partner_identifiers(request, body, current)
+    status = await _create_partner(db, await accounts.get_user(db, user.user_id), body)
+    # The access token still says "customer": the client refreshes to act as a partner.
+    return json_response({"status": status, "message": "Application received. Partner features open once an "
+                          "administrator approves you; refresh your session to see your status."}, status=201)
 
 
-async def _tell_existing_owner(db: Database, user: dict[str, Any] | None) -> None:
-    """Tell the owner of an email/phone that someone tried to register it again (at most daily)."""
-    if user is None:
+async def _add_partner_identifiers(request: web.Request, body: PartnerRegisterBody, current: dict[str, Any]) -> None:
+    """Add the email or phone the application names and the account lacks, each proven by its own
+    code and a step-up proof of the account's existing factor (as on PUT /api/users/profile)."""
+    settings, db, redis = (request.config_dict[keys.SETTINGS], request.config_dict[keys.DB],
+                           request.config_dict[keys.REDIS])
+    wanted = [(otp.Destination("email", body.email) if body.email else None, body.email_code, "email_code"),
+              (otp.Destination("sms", body.phone) if body.phone else None, body.phone_code, "phone_code")]
+    new: list[tuple[otp.Destination, str | None, str]] = []
+    for destination, code, field in wanted:
+        if destination is None or current.get(destination.field) == destination.address:
+            continue
+        if current.get(destination.field):
+            raise Conflict(f"this is not the {destination.field} of the account you signed in with; change it in "
+                           "your profile, or leave it out", code="identifier_mismatch",
+                           details={"field": destination.field})
+        new.append((destination, code, field))
+    if not new:
         return
-    text = ("Someone (perhaps you) tried to register a PartyPilot partner account with your email address "
-            "or phone number. You already have an account: sign in with a one-time code, or contact support "
-            "to turn it into a partner account.")
-    key = f"partner-register-exists:{user['_id']}:{iso()[:10]}"
-    if user.get("email"):
-        await notifications.enqueue(db, channel="email", to=str(user["email"]), subject="PartyPilot: partner "
-                                    "application", body=f"Hello,\n\n{text}\n\nPartyPilot\n", dedupe_key=key)
-    elif user.get("phone"):
-        await notifications.enqueue(db, channel="sms", to=str(user["phone"]), subject="", body=f"PartyPilot: {text}",
-                                    dedupe_key=key)
+    proof = accounts.Proof(verify_code=body.verify_code, current_password=body.current_password)
+    await accounts.check_new_identifiers(db, redis, settings, current, new, proof, _client(request))
+    await accounts.add_identifiers(db, current, [d for d, _, _ in new], iso())
 
 
-async def _create_partner(db: Database, body: PartnerRegisterBody) -> str | None:
-    user_id, at = uuid.uuid4().hex, iso()
-    try:
-        await db.users.insert_one({"_id": user_id, "role": "partner", "email": body.email, "phone": body.phone,
-                                   "name": body.contact_name, "addresses": [], "created_at": at, "deleted": 0})
-    except DuplicateKeyError:
-        return None  # a concurrent registration or sign-in took the email or phone first
-    partner: dict[str, Any] = {
-        "_id": user_id, "company_name": body.company_name, "contact_name": body.contact_name,
-        "first_name": body.contact_name.split()[0], "email": body.email, "phone": body.phone,
-        "vehicle_type": body.vehicle_type, "status": "pending", "created_at": at, "status_at": at,
-    }
-    if body.service_area:
-        partner["service_area"] = body.service_area
-    await db.partners.insert_one(partner)
-    logger.info("partner %s registered, pending approval", user_id)
-    return user_id
+async def _create_partner(db: Database, user: dict[str, Any], body: PartnerRegisterBody) -> str:
+    """The pending partner behind `user` (idempotent; see accounts.apply_as_partner); its status."""
+    return await accounts.apply_as_partner(db, user, accounts.PartnerApplication(
+        company_name=body.company_name, contact_name=body.contact_name, vehicle_type=body.vehicle_type,
+        service_area=body.service_area))
 
 
 # --- passwords --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from core.contracts import DISPATCH_AUDIT, FLEET_ONLINE, PARTNER_EVENTS, PartnerEvent
 from tests.helpers import bearer, db_of, make_order, make_package, make_partner, make_user
+from tests.test_security_account import step_up
 
 NEW_PACKAGE = {"name": "Lantern Festival Night", "category": "Festival", "price": 2_999_900, "capacity": 80,
                "duration_min": 240, "tags": ["lanterns"], "features": ["Sky lanterns"],
@@ -136,7 +137,11 @@ async def test_a_partner_who_deleted_the_account_cannot_be_approved_again(
     db = db_of(client.app)
     admin = await _admin(client, token_for)
     gone = await make_partner(db)
-    assert (await client.delete("/api/users/account", headers=bearer(token_for(gone, "partner")))).status == 200
+    user = await db.users.find_one({"_id": gone})
+    assert user is not None
+    code = await step_up(client, token_for(gone, "partner"), "delete_account", channel="sms", to=user["phone"])
+    assert (await client.delete("/api/users/account", headers=bearer(token_for(gone, "partner")),
+                                json={"verify_code": code})).status == 200
     resp = await client.put(f"/api/admin/partners/{gone}/approve", headers=admin)
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "account_deleted"
     partner = await db.partners.find_one({"_id": gone})

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from api import accounts
 from api.security import authenticate
 from core import keys
 from core.errors import AppError
@@ -16,6 +17,7 @@ from core.http import error_response
 from core.settings import Settings
 from partypilot.app import create_app
 from tests.fakes import app_of, latest_code, local_messages, sign_in, wait_for_message
+from tests.test_security_account import step_up
 
 PHONE = "+919876543210"
 
@@ -127,50 +129,135 @@ def partner_gate(app: web.Application) -> web.Application:
     return gate
 
 
-async def test_partner_registers_signs_in_with_a_code_and_waits_for_approval(
+BUSINESS = {"company_name": "Ravi Events", "contact_name": "Ravi Kumar", "vehicle_type": "van",
+            "service_area": "Bengaluru"}
+
+
+async def test_partner_signs_in_registers_the_business_and_waits_for_approval(
         client: TestClient[Any, Any], aiohttp_client: Any) -> None:
     app = app_of(client)
-    resp = await client.post("/api/auth/partner/register", json={
-        "company_name": "Ravi Events", "contact_name": "Ravi Kumar", "email": "Ravi@Events.example",
-        "phone": "+919811122233", "vehicle_type": "van", "service_area": "Bengaluru"})
+    db = app[keys.DB]
+    signed = await sign_in(client, email="Ravi@Events.example")  # a code sign-in: a customer account
+    resp = await client.post("/api/auth/partner/register", headers=bearer(signed["access_token"]),
+                             json={**BUSINESS, "email": "ravi@events.example"})
     assert resp.status == 201 and (await resp.json())["status"] == "pending"
-    partner = await app[keys.DB].partners.find_one({"email": "ravi@events.example"})
+    partner = await db.partners.find_one({"_id": signed["user"]["id"]})
     assert partner is not None and partner["status"] == "pending" and partner["first_name"] == "Ravi"
-    welcome = await wait_for_message(app, "email", "ravi@events.example")
+    assert partner["email"] == "ravi@events.example" and "phone" not in partner
+    assert "application_pending" not in partner
+    welcome = await wait_for_message(app, "email", "ravi@events.example", after=1)
     assert "application" in welcome["subject"]
 
-    signed = await sign_in(client, phone="+919811122233")
-    assert signed["user"]["role"] == "partner" and signed["user"]["id"] == partner["_id"]
-    assert signed["user"]["partner_status"] == "pending"
+    # A retry changes nothing and sends nothing more.
+    again = await client.post("/api/auth/partner/register", headers=bearer(signed["access_token"]), json=BUSINESS)
+    assert again.status == 201 and (await again.json())["status"] == "pending"
+    assert await db.partners.count_documents({}) == 1
+    assert await db.outbox.count_documents({"subject": "PartyPilot: partner application received"}) == 1
 
-    token = signed["access_token"]
+    # The role is re-read on refresh; then partner endpoints wait for approval.
+    refreshed = await (await client.post("/api/auth/refresh", json={"refresh_token": signed["refresh_token"]})).json()
+    assert refreshed["user"]["role"] == "partner" and refreshed["user"]["partner_status"] == "pending"
+    token = refreshed["access_token"]
     gate_client: TestClient[Any, Any] = await aiohttp_client(partner_gate(app))
     refused = await gate_client.get("/probe", headers=bearer(token))
     assert refused.status == 403 and (await refused.json())["error"]["code"] == "partner_not_approved"
-    await app[keys.DB].partners.update_one({"_id": partner["_id"]}, {"$set": {"status": "approved"}})
+    await db.partners.update_one({"_id": partner["_id"]}, {"$set": {"status": "approved"}})
     assert (await gate_client.get("/probe", headers=bearer(token))).status == 200
 
 
-async def test_partner_register_does_not_reveal_existing_accounts(client: TestClient[Any, Any]) -> None:
+async def test_partner_register_needs_a_signed_in_account_and_reveals_nothing(client: TestClient[Any, Any]) -> None:
     app = app_of(client)
-    customer = await sign_in(client, email="taken@example.com")
-    fields = {"company_name": "X", "contact_name": "Mallory", "phone": "+919811100000", "vehicle_type": "bike"}
+    db = app[keys.DB]
+    await sign_in(client, email="taken@example.com")
+    users, outbox = await db.users.count_documents({}), await db.outbox.count_documents({})
+    fields = {**BUSINESS, "phone": "+919811100000"}
     fresh = await client.post("/api/auth/partner/register", json={**fields, "email": "new@example.com"})
-    taken = await client.post("/api/auth/partner/register", json={**fields, "email": "taken@example.com",
-                                                                  "phone": "+919811100001"})
-    assert fresh.status == taken.status == 201
+    taken = await client.post("/api/auth/partner/register", json={**fields, "email": "taken@example.com"})
+    assert fresh.status == taken.status == 401
     assert await fresh.json() == await taken.json()
-    user = await app[keys.DB].users.find_one({"_id": customer["user"]["id"]})
-    assert user is not None and user["role"] == "customer"  # not turned into a partner
-    notice = await wait_for_message(app, "email", "taken@example.com", after=1)
-    assert "already have an account" in notice["body"]
+    # Nothing created, nobody messaged: no unverified account can squat an identifier.
+    assert await db.users.count_documents({}) == users and await db.partners.count_documents({}) == 0
+    assert await db.outbox.count_documents({}) == outbox
+
+
+async def test_a_second_identifier_needs_its_own_code_and_answers_alike_whoever_owns_it(
+        client: TestClient[Any, Any]) -> None:
+    app = app_of(client)
+    db = app[keys.DB]
+    await sign_in(client, phone="+919811100001")  # someone else's phone
+    await app[keys.REDIS].flushdb()
+    applicant = await sign_in(client, email="ann@example.com")
+    headers = bearer(applicant["access_token"])
+    answers = []
+    for phone in ("+919811100001", "+919811100002"):
+        missing = await client.post("/api/auth/partner/register", headers=headers, json={**BUSINESS, "phone": phone})
+        guessed = await client.post("/api/auth/partner/register", headers=headers, json={
+            **BUSINESS, "phone": phone, "phone_code": "123456", "verify_code": "123456"})
+        answers.append([(r.status, await r.json()) for r in (missing, guessed)])
+    assert answers[0] == answers[1]
+    assert [status for status, _ in answers[0]] == [422, 400]
+    assert answers[0][0][1]["error"]["code"] == "step_up_required"
+    assert [d["field"] for d in answers[0][0][1]["error"]["details"]] == ["phone_code", "verify_code"]
+    assert await db.partners.count_documents({}) == 0
+    assert await db.users.count_documents({"phone": "+919811100002"}) == 0
+
+    # With the new phone's code and a step-up code from the account's email, the phone is added.
+    verify_code = await step_up(client, applicant["access_token"], "identifier", to="ann@example.com")
+    await client.post("/api/auth/send-otp", json={"phone": "+919811100002"})
+    phone_code = await latest_code(app, "sms", "+919811100002")
+    resp = await client.post("/api/auth/partner/register", headers=headers, json={
+        **BUSINESS, "phone": "+919811100002", "phone_code": phone_code, "verify_code": verify_code})
+    assert resp.status == 201
+    partner = await db.partners.find_one({"_id": applicant["user"]["id"]})
+    assert partner is not None and partner["phone"] == "+919811100002" and partner["email"] == "ann@example.com"
+    assert await db.outbox.find_one({"to": "ann@example.com", "subject": "PartyPilot: sign-in details changed"})
+
+
+async def test_partner_register_refuses_another_accounts_identifier_and_admins(
+        client: TestClient[Any, Any], token_for: Callable[..., str]) -> None:
+    signed = await sign_in(client, email="ann@example.com")
+    resp = await client.post("/api/auth/partner/register", headers=bearer(signed["access_token"]),
+                             json={**BUSINESS, "email": "other@example.com"})
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "identifier_mismatch"
+    admin = await client.post("/api/auth/partner/register", headers=bearer(token_for("admin-1", "admin")),
+                              json=BUSINESS)
+    assert admin.status == 403
+
+
+async def test_an_interrupted_partner_registration_is_finished_by_a_retry_or_the_sweep(
+        client: TestClient[Any, Any]) -> None:
+    app = app_of(client)
+    db = app[keys.DB]
+    signed = await sign_in(client, email="ann@example.com")
+    user_id = signed["user"]["id"]
+    # What a crash right after the partner document leaves: the account is still a customer.
+    old = "2026-01-01T00:00:00.000Z"
+    await db.partners.insert_one({"_id": user_id, "company_name": "Ann Co", "contact_name": "Ann Lee",
+                                  "first_name": "Ann", "email": "ann@example.com", "vehicle_type": "car",
+                                  "status": "pending", "created_at": old, "status_at": old, "application_pending": 1})
+    assert await accounts.finish_pending(db, app[keys.REDIS], app[keys.SETTINGS]) == 1
+    user = await db.users.find_one({"_id": user_id})
+    assert user is not None and user["role"] == "partner" and user["name"] == "Ann Lee"
+    assert (await db.partners.find_one({"_id": user_id}) or {}).get("application_pending") is None
+    assert await db.outbox.count_documents({"subject": "PartyPilot: partner application received"}) == 1
+
+    # The same through the user's own retry.
+    await db.users.update_one({"_id": user_id}, {"$set": {"role": "customer"}})
+    await db.partners.update_one({"_id": user_id}, {"$set": {"application_pending": 1}})
+    resp = await client.post("/api/auth/partner/register", headers=bearer(signed["access_token"]), json=BUSINESS)
+    assert resp.status == 201
+    assert (await db.users.find_one({"_id": user_id}) or {}).get("role") == "partner"
+    partner = await db.partners.find_one({"_id": user_id})
+    assert partner is not None and partner["company_name"] == "Ann Co" and "application_pending" not in partner
 
 
 async def test_partner_register_validates_its_input(client: TestClient[Any, Any]) -> None:
+    signed = await sign_in(client, email="ann@example.com")
     base = {"company_name": "Co", "contact_name": "Ann", "email": "ann@example.com", "phone": "+919811100002",
             "vehicle_type": "van"}
     for change in ({"vehicle_type": "rocket"}, {"phone": "12"}, {"company_name": ""}, {"status": "approved"}):
-        resp = await client.post("/api/auth/partner/register", json={**base, **change})
+        resp = await client.post("/api/auth/partner/register", headers=bearer(signed["access_token"]),
+                                 json={**base, **change})
         assert resp.status == 422, change
 
 
@@ -179,7 +266,8 @@ async def test_password_sign_in_with_lockout_after_repeated_failures(client: Tes
     token = signed["access_token"]
     weak = await client.put("/api/users/password", json={"new_password": "short"}, headers=bearer(token))
     assert weak.status == 422 and (await weak.json())["error"]["details"][0]["type"] == "weak_password"
-    ok = await client.put("/api/users/password", json={"new_password": "correct horse battery"},
+    code = await step_up(client, token, "password", to="pw@example.com")
+    ok = await client.put("/api/users/password", json={"new_password": "correct horse battery", "verify_code": code},
                           headers=bearer(token))
     assert ok.status == 200
 
@@ -198,7 +286,8 @@ async def test_password_sign_in_with_lockout_after_repeated_failures(client: Tes
 
 async def test_parallel_password_guesses_cannot_exceed_the_lockout(client: TestClient[Any, Any]) -> None:
     token = (await sign_in(client, email="race@example.com"))["access_token"]
-    pw = {"new_password": "correct horse battery"}
+    pw = {"new_password": "correct horse battery",
+          "verify_code": await step_up(client, token, "password", to="race@example.com")}
     assert (await client.put("/api/users/password", json=pw, headers=bearer(token))).status == 200
     guess = {"email": "race@example.com", "password": "wrong password!"}
     wrong = [asyncio.ensure_future(client.post("/api/auth/login", json=guess)) for _ in range(11)]
@@ -225,14 +314,17 @@ async def test_changing_a_password_needs_the_current_one_and_ends_other_sessions
     first = await sign_in(client, email="two@example.com")
     await app_of(client)[keys.REDIS].flushdb()
     second = await sign_in(client, email="two@example.com")
-    pw = {"new_password": "first strong password"}
+    pw = {"new_password": "first strong password",
+          "verify_code": await step_up(client, first["access_token"], "password", to="two@example.com")}
     assert (await client.put("/api/users/password", json=pw, headers=bearer(first["access_token"]))).status == 200
     # The other session ended at once; the one that changed the password goes on.
     assert (await client.get("/api/users/profile", headers=bearer(second["access_token"]))).status == 401
     assert (await client.get("/api/users/profile", headers=bearer(first["access_token"]))).status == 200
     change = {"new_password": "second strong password"}
     no_current = await client.put("/api/users/password", json=change, headers=bearer(first["access_token"]))
-    assert no_current.status == 401
+    assert no_current.status == 422 and (await no_current.json())["error"]["code"] == "step_up_required"
+    change["current_password"] = "not the password"
+    assert (await client.put("/api/users/password", json=change, headers=bearer(first["access_token"]))).status == 401
     change["current_password"] = "first strong password"
     assert (await client.put("/api/users/password", json=change, headers=bearer(first["access_token"]))).status == 200
 
@@ -242,7 +334,7 @@ async def test_account_routes_are_described_in_openapi(client: TestClient[Any, A
     expected = {("/api/auth/send-otp", "post"), ("/api/auth/verify-otp", "post"), ("/api/auth/refresh", "post"),
                 ("/api/auth/logout", "post"), ("/api/auth/partner/register", "post"), ("/api/auth/login", "post"),
                 ("/api/users/profile", "get"), ("/api/users/profile", "put"), ("/api/users/password", "put"),
-                ("/api/users/account", "delete")}
+                ("/api/users/account", "delete"), ("/api/users/verify/send", "post")}
     present = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert expected <= present
     assert doc["paths"]["/api/auth/send-otp"]["post"]["requestBody"]

@@ -226,19 +226,26 @@ async def test_partner_registers_goes_on_duty_and_the_server_gets_its_position(
     async with browse(chromium, geolocation=position, permissions=["geolocation"]) as b:
         page = b.page
         await page.goto(site.url + "/partner")
+        # A new partner signs in with a code first, then registers the business on that account,
+        # adding a mobile number with its own code and a code sent to the email.
+        await sign_in(b, email)
         await page.get_by_label("Company name").fill("Confetti Crew")
         await page.get_by_label("Your name").fill("Ravi Kumar")
-        await page.get_by_label("Email", exact=True).fill(email)
-        await page.get_by_label("Mobile number", exact=True).fill("+919812345678")
         await page.get_by_label("Vehicle").select_option("van")
+        await page.get_by_label("Mobile number (optional)").fill("+919812345678")
+        await page.get_by_role("button", name="Send codes").click()
+        new_code = (await page.locator("#extra-dev-code").inner_text()).strip()
+        verify_code = (await page.locator("#verify-dev-code").inner_text()).strip()
+        await page.get_by_label("Code sent to the new mobile number").fill(new_code)
+        await page.get_by_label(f"Code sent to {email}").fill(verify_code)
         await page.get_by_role("button", name="Register").click()
-        await page.locator("#register-status", has_text="waiting for approval").wait_for()
+        await page.locator("#pending", has_text="Waiting for approval").wait_for()
 
         partner = await site.db.partners.find_one({"email": email})
-        assert partner is not None and partner["status"] == "pending"
+        assert partner is not None and partner["status"] == "pending" and partner["phone"] == "+919812345678"
         await site.call("PUT", f"/api/admin/partners/{partner['_id']}/approve")
 
-        await sign_in(b, email)
+        await page.get_by_role("button", name="Check again").click()
         await page.get_by_role("button", name="Go on duty").click()
         await page.locator("#duty-state", has_text="On duty").wait_for()
 
@@ -456,9 +463,16 @@ async def test_partner_marker_drops_bad_fixes_and_glides_between_good_ones(site:
 
 async def test_admin_approves_a_partner_and_creates_a_package(site: Site, chromium: Chromium) -> None:
     async with aiohttp.ClientSession() as http:
-        await http.post(site.url + "/api/auth/partner/register", json={
-            "company_name": "Balloon Bros", "contact_name": "Kiran Das", "email": "kiran@example.com",
-            "phone": "+919811111111", "vehicle_type": "bike"})
+        # Sign in with a code (development answers carry it), then register on that account.
+        async with http.post(site.url + "/api/auth/send-otp", json={"email": "kiran@example.com"}) as res:
+            code = (await res.json())["dev_code"]
+        async with http.post(site.url + "/api/auth/verify-otp", json={"email": "kiran@example.com",
+                                                                      "code": code}) as res:
+            token = (await res.json())["access_token"]
+        async with http.post(site.url + "/api/auth/partner/register", headers={"Authorization": f"Bearer {token}"},
+                             json={"company_name": "Balloon Bros", "contact_name": "Kiran Das",
+                                   "vehicle_type": "bike"}) as res:
+            assert res.status == 201, await res.text()
     async with browse(chromium) as b:
         page = b.page
         await page.goto(site.url + "/admin")
@@ -489,7 +503,7 @@ async def test_admin_approves_a_partner_and_creates_a_package(site: Site, chromi
 
 async def test_every_page_loads_without_console_errors(site: Site, chromium: Chromium) -> None:
     async with browse(chromium) as b:
-        pages = [("/", "#featured .empty"), ("/customer", "#package-results .empty"), ("/partner", "#register-form"),
+        pages = [("/", "#featured .empty"), ("/customer", "#package-results .empty"), ("/partner", "#signin-form"),
                  ("/admin", "#signin-form"), ("/track?order=abc", "#signin-form"), ("/api/docs", "#ops .op")]
         for path, ready in pages:
             await b.page.goto(site.url + path)

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from core import keys
 from core.jsonutil import iso
 from tests.fakes import app_of, latest_code, sign_in
+from tests.test_security_account import step_up
 
 HOME = {"label": "Home", "line1": "12 MG Road", "city": "Bengaluru", "postal_code": "560001",
         "lat": 12.9756, "lng": 77.605}
@@ -71,14 +72,16 @@ async def test_a_new_email_needs_the_code_sent_to_it(client: TestClient[Any, Any
     headers = bearer(signed["access_token"])
     missing = await client.put("/api/users/profile", headers=headers, json={"email": "me@example.com"})
     assert missing.status == 422 and missing.headers["Content-Type"].startswith("application/json")
-    assert (await missing.json())["error"]["details"][0]["field"] == "email_code"
+    assert [d["field"] for d in (await missing.json())["error"]["details"]] == ["email_code", "verify_code"]
+    verify_code = await step_up(client, signed["access_token"], "identifier", channel="sms", to="+919876543210")
     await client.post("/api/auth/send-otp", json={"email": "me@example.com"})
     code = await latest_code(app, "email", "me@example.com")
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
-    bad = await client.put("/api/users/profile", headers=headers, json={"email": "me@example.com",
-                                                                        "email_code": wrong})
+    bad = await client.put("/api/users/profile", headers=headers,
+                           json={"email": "me@example.com", "email_code": wrong, "verify_code": verify_code})
     assert bad.status == 400
-    ok = await client.put("/api/users/profile", headers=headers, json={"email": "Me@Example.com", "email_code": code})
+    ok = await client.put("/api/users/profile", headers=headers,
+                          json={"email": "Me@Example.com", "email_code": code, "verify_code": verify_code})
     assert ok.status == 200 and (await ok.json())["email"] == "me@example.com"
 
 
@@ -92,7 +95,8 @@ async def test_replacing_an_email_needs_a_code_from_the_current_one_too(client: 
     resp = await client.put("/api/users/profile", headers=headers,
                             json={"email": "new@example.com", "email_code": new_code})
     assert resp.status == 422
-    assert [d["field"] for d in (await resp.json())["error"]["details"]] == ["current_email_code"]
+    error = (await resp.json())["error"]
+    assert error["code"] == "step_up_required" and [d["field"] for d in error["details"]] == ["verify_code"]
     resp = await client.put("/api/users/profile", headers=headers,
                             json={"email": "new@example.com", "email_code": new_code, "current_email_code": "000000"})
     assert resp.status == 400
@@ -121,10 +125,11 @@ async def test_an_email_of_another_account_is_refused(client: TestClient[Any, An
     await sign_in(client, email="owner@example.com")
     await app[keys.REDIS].flushdb()
     other = await sign_in(client, phone="+919876543211")
+    verify_code = await step_up(client, other["access_token"], "identifier", channel="sms", to="+919876543211")
     await client.post("/api/auth/send-otp", json={"email": "owner@example.com"})
     code = await latest_code(app, "email", "owner@example.com")
     resp = await client.put("/api/users/profile", headers=bearer(other["access_token"]),
-                            json={"email": "owner@example.com", "email_code": code})
+                            json={"email": "owner@example.com", "email_code": code, "verify_code": verify_code})
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "destination_taken"
 
 
@@ -145,7 +150,8 @@ async def test_account_deletion_is_refused_while_an_order_is_active(client: Test
     app = app_of(client)
     signed = await sign_in(client, phone="+919876543210")
     await _order(app, signed["user"]["id"], "en_route")
-    resp = await client.delete("/api/users/account", headers=bearer(signed["access_token"]))
+    # Refused before any proof is asked for (or used up).
+    resp = await client.delete("/api/users/account", headers=bearer(signed["access_token"]), json={})
     assert resp.status == 409
     body = await resp.json()
     assert body["error"]["code"] == "active_orders" and body["error"]["details"]["active_orders"] == 1
@@ -160,7 +166,8 @@ async def test_account_deletion_anonymises_keeps_orders_and_ends_sessions(client
     headers = bearer(signed["access_token"])
     await client.put("/api/users/profile", headers=headers, json={"name": "Asha Rao", "addresses": [HOME]})
     order_id = await _order(app, user_id, "completed")
-    resp = await client.delete("/api/users/account", headers=headers)
+    code = await step_up(client, signed["access_token"], "delete_account", channel="sms", to="+919876543210")
+    resp = await client.delete("/api/users/account", headers=headers, json={"verify_code": code})
     assert resp.status == 200
 
     user = await db.users.find_one({"_id": user_id})

@@ -1,6 +1,6 @@
 // Partner app (phone browser): register, sign in, go on duty and share GPS, answer offers,
 // move the current job through its states, see earnings.
-import { get, post, put, itemsOf, ApiError } from './api.js';
+import { get, post, put, itemsOf, ApiError, refresh, currentUser } from './api.js';
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
 import { queuePing, peekPings, dropPings, countPings, queueAction, peekActions, dropAction } from './queue.js';
@@ -20,27 +20,110 @@ const RETRY_CODES = new Set(['unavailable', 'timeout', 'rate_limited', 'token_ex
 const duty = { on: false, watchId: null, wakeLock: null, lastFix: null, lastSentAt: 0, fallback: 0, flushing: false };
 const state = { user: null, conn: null, job: null, offers: new Map(), countdown: 0, jobTimer: 0 };
 
-// ---- registration and sign-in --------------------------------------------------------------
+// ---- sign-in and registration --------------------------------------------------------------
+// A new partner signs in with a code first (that makes a customer account and proves the email
+// or phone), then registers the business on that account. A second email or phone is added
+// only with a code sent to it plus a code sent to the address they signed in with.
+
+const PHONE = /^\+[1-9]\d{6,14}$/;
+const registration = { user: null, extra: null };
+
+/** What the account lacks, as the registration body and the labels name it. */
+function missingIdentifier(user) {
+  if (!user.phone) return { key: 'phone', label: 'Mobile number', placeholder: '+919876543210', type: 'tel' };
+  if (!user.email) return { key: 'email', label: 'Email', placeholder: 'you@example.com', type: 'email' };
+  return null;
+}
+
+/** The second identifier as typed, normalised, or null when it is not valid. */
+function extraValue(kind, text) {
+  const value = text.trim();
+  if (kind === 'phone') {
+    const phone = value.replace(/[\s()-]/g, '');
+    return PHONE.test(phone) ? phone : null;
+  }
+  return /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(value) ? value.toLowerCase() : null;
+}
+
+function showRegistration(user) {
+  registration.user = user;
+  registration.extra = missingIdentifier(user);
+  $('#welcome').hidden = true;
+  $('#app').hidden = true;
+  $('#pending').hidden = true;
+  $('#register').hidden = false;
+  renderAccount($('#account'), user, showWelcome);
+  $('#register-who').textContent = user.email || user.phone || 'your account';
+  const form = $('#register-form');
+  if (!form.elements.contact_name.value && user.name) form.elements.contact_name.value = user.name;
+  const extra = registration.extra;
+  $('#extra-id').hidden = !extra;
+  $('#extra-codes').hidden = true;
+  if (extra) {
+    $('#extra-label').textContent = `${extra.label} (optional)`;
+    const input = $('#extra-address');
+    input.type = extra.type;
+    input.placeholder = extra.placeholder;
+    $('#extra-code-label').textContent = `Code sent to the new ${extra.label.toLowerCase()}`;
+    $('#verify-code-label').textContent = `Code sent to ${user.email || user.phone}`;
+  }
+  form.elements.company_name.focus();
+}
+
+$('#extra-send').addEventListener('click', (e) => {
+  const status = $('#register-status');
+  const extra = registration.extra;
+  const value = extra && extraValue(extra.key, $('#extra-address').value);
+  if (!value) {
+    say(status, extra?.key === 'phone' ? 'Enter the mobile number with its country code, e.g. +919876543210.'
+      : 'Enter a valid email address.', 'error');
+    $('#extra-address').focus();
+    return;
+  }
+  say(status, '');
+  busy(e.currentTarget, status, async () => {
+    const toNew = await post('/api/auth/send-otp', { [extra.key]: value });
+    const toCurrent = await post('/api/users/verify/send', { action: 'identifier' });
+    const dev = $('#extra-dev');
+    if (toNew?.dev_code && toCurrent?.dev_code) {
+      // Development servers return the codes so you can register without a mailbox.
+      mount(dev, 'Development codes: new ', el('strong', { id: 'extra-dev-code', text: toNew.dev_code }),
+        ', sign-in address ', el('strong', { id: 'verify-dev-code', text: toCurrent.dev_code }));
+      dev.hidden = false;
+    } else {
+      dev.hidden = true;
+    }
+    $('#extra-codes').hidden = false;
+    say(status, `We sent a code to ${value} and one to ${toCurrent.destination}.`, 'info');
+    $('#extra-code').focus();
+  });
+});
 
 $('#register-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const form = e.currentTarget;
   const status = $('#register-status');
-  const data = Object.fromEntries(new FormData(form));
-  for (const key of Object.keys(data)) data[key] = String(data[key]).trim();
-  if (!data.service_area) delete data.service_area;
-  const missing = ['company_name', 'contact_name', 'email', 'phone'].find((k) => !data[k]);
+  const text = (name) => String(form.elements[name].value).trim();
+  const data = { company_name: text('company_name'), contact_name: text('contact_name'),
+    vehicle_type: form.elements.vehicle_type.value };
+  if (text('service_area')) data.service_area = text('service_area');
+  const missing = ['company_name', 'contact_name'].find((k) => !data[k]);
   if (missing) {
     say(status, 'Please fill in every field.', 'error');
     form.elements[missing].focus();
     return;
   }
-  if (!/^\+[1-9]\d{6,14}$/.test(data.phone.replace(/[\s()-]/g, ''))) {
-    say(status, 'Enter the mobile number with its country code, e.g. +919876543210.', 'error');
-    form.elements.phone.focus();
-    return;
+  const extra = registration.extra;
+  if (extra && text('extra_address')) {
+    const value = extraValue(extra.key, text('extra_address'));
+    const codes = [text('extra_code'), text('verify_code')];
+    if (!value || $('#extra-codes').hidden || !codes.every((c) => /^\d{6}$/.test(c))) {
+      say(status, `To add the ${extra.label.toLowerCase()}, send the codes and enter both (6 digits each), `
+        + 'or clear the field.', 'error');
+      return;
+    }
+    Object.assign(data, { [extra.key]: value, [`${extra.key}_code`]: codes[0], verify_code: codes[1] });
   }
-  data.phone = data.phone.replace(/[\s()-]/g, '');
   busy(form.querySelector('button[type=submit]'), status, async () => {
     try {
       await post('/api/auth/partner/register', data);
@@ -48,16 +131,25 @@ $('#register-form').addEventListener('submit', (e) => {
       throw new Error(err instanceof ApiError && err.fieldMessages ? `${err.message}: ${err.fieldMessages}` : err.message);
     }
     form.reset();
-    say(status, 'Thanks! Your registration is waiting for approval. Once approved, sign in with your email or phone.', 'success');
+    // The session still says "customer": a refresh re-reads the role (now partner, pending).
+    await refresh();
+    $('#register').hidden = true;
+    signedIn(currentUser() ?? { ...registration.user, role: 'partner', partner_status: 'pending' });
   });
 });
 
 function showWelcome() {
   $('#app').hidden = true;
   $('#pending').hidden = true;
+  $('#register').hidden = true;
   $('#welcome').hidden = false;
   renderAccount($('#account'), null);
-  renderSignIn($('#signin-area'), { title: 'Partner sign-in', roles: ['partner'], onSignedIn: signedIn });
+  renderSignIn($('#signin-area'), {
+    title: 'Partner sign-in',
+    intro: 'New partner? Sign in with your email or mobile number first, then tell us about your business.',
+    roles: ['partner', 'customer'],
+    onSignedIn: (user) => (user.role === 'partner' ? signedIn(user) : showRegistration(user)),
+  });
 }
 
 async function signedIn(user) {
@@ -69,6 +161,7 @@ async function signedIn(user) {
     showWelcome();
   });
   $('#welcome').hidden = true;
+  $('#register').hidden = true;
   const standing = user.partner_status;
   if (standing && standing !== 'approved') {
     showPending({ code: standing === 'suspended' ? 'partner_suspended' : 'partner_not_approved',
@@ -511,8 +604,9 @@ async function loadEarnings() {
 
 async function start() {
   renderDuty();
-  const user = await resumeFor(['partner']);
-  if (user) signedIn(user);
+  const user = await resumeFor(['partner', 'customer']);
+  if (user?.role === 'partner') signedIn(user);
+  else if (user) showRegistration(user);  // signed in, not registered yet
   else showWelcome();
 }
 

@@ -178,6 +178,10 @@ class Stack:
             "JWT_SECRET": BENCH_SECRET, "PORT": str(port), "PARTYPILOT_ENV": "test",
             "PARTYPILOT_LOG_LEVEL": "WARNING", "PARTYPILOT_DATA_DIR": str(self.root / "data"),
             "PARTYPILOT_SIMULATE_PARTNERS": "0",
+            # A few synthetic customers place thousands of orders: lift the per-customer
+            # anti-automation limits, which would otherwise turn the load into 429s.
+            "PARTYPILOT_ORDERS_PER_CUSTOMER_PER_HOUR": "1000000000",
+            "PARTYPILOT_TRACKING_LINKS_PER_CUSTOMER_PER_HOUR": "1000000000",
         })
         env.update(extra)
         return env

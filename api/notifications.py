@@ -14,6 +14,13 @@ The outbox is a collection, one document per message:
 
 Messages marked `sensitive` (sign-in codes) have their body blanked once they leave the pending
 state, and are never logged.
+
+Two lanes. Anything carrying a one-time code (sign-in and step-up codes: the `sensitive` messages)
+goes in the `code` lane, everything else in `bulk`. Each lane has its own claim query and its own
+worker loop, so a code never waits behind order mail: after an SMTP outage the backlog of bulk
+mail is worked off oldest first, one at a time, while codes go out CODE_CONCURRENCY at a time as
+soon as they are queued. A code is useful for minutes only, so codes whose expiry has passed are
+marked `expired` in one update before each pass, never sent, and never counted against the pass.
 """
 
 from __future__ import annotations
@@ -43,9 +50,17 @@ logger = logging.getLogger(__name__)
 routes = RouteTable("notifications")
 
 OutboxChannel = Literal["email", "sms"]
+Lane = Literal["code", "bulk"]
 
 POLL_INTERVAL_S = 1.0
+# A queued code should leave within a fraction of a second; the lane's empty poll is one indexed read.
+CODE_POLL_INTERVAL_S = 0.25
 BATCH = 50
+# Sends in flight per lane and process. Codes are few and urgent: several at once, so one slow
+# SMTP exchange (or one timing out at 15 s) does not hold up the next person's sign-in. Bulk mail
+# goes one at a time, as before, to stay under providers' connection limits.
+CODE_CONCURRENCY = 8
+BULK_CONCURRENCY = 1
 # Longer than any gateway timeout (15 s), so a lease never runs out under a live send.
 LEASE_MS = 60_000
 BACKOFF_BASE_S = 2.0
@@ -62,24 +77,27 @@ SMS_STATUSES = frozenset({"placed", "assigned", "en_route", "arrived", "cancelle
 async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
     await db.outbox.create_index("dedupe_key", unique=True)
     await db.outbox.create_index([("status", 1), ("next_attempt_ms", 1)])
+    await db.outbox.create_index([("lane", 1), ("status", 1), ("next_attempt_ms", 1)])
     await db.orders.create_index("notify_pending")
 
 
 # --- the outbox -------------------------------------------------------------------------------
 
 async def enqueue(db: AsyncDatabase[dict[str, Any]], *, channel: OutboxChannel, to: str, subject: str, body: str,
-                  dedupe_key: str, expires_ms: int | None = None, sensitive: bool = False) -> None:
+                  dedupe_key: str, expires_ms: int | None = None, sensitive: bool = False,
+                  lane: Lane | None = None) -> None:
     """Queue one message for delivery. Enqueueing the same `dedupe_key` again does nothing.
 
     `expires_ms` (ms since epoch) is when the message stops being worth sending; `sensitive`
-    blanks the stored body once the message has been handled.
+    blanks the stored body once the message has been handled, and puts it in the `code` lane
+    unless `lane` says otherwise.
     """
     now = now_ms()
     doc = {
         "_id": uuid.uuid4().hex, "dedupe_key": dedupe_key, "channel": channel, "to": to, "subject": subject,
         "body": body, "status": "pending", "attempts": 0, "next_attempt_ms": now, "lease": "",
         "lease_until_ms": 0, "created_at": iso(), "expires_ms": expires_ms or now + MAX_AGE_MS,
-        "sensitive": 1 if sensitive else 0,
+        "sensitive": 1 if sensitive else 0, "lane": lane or ("code" if sensitive else "bulk"),
     }
     try:
         await db.outbox.insert_one(doc)
@@ -87,18 +105,35 @@ async def enqueue(db: AsyncDatabase[dict[str, Any]], *, channel: OutboxChannel, 
         logger.debug("outbox message %s is already queued", dedupe_key)
 
 
-async def _claim(db: AsyncDatabase[dict[str, Any]], now: int) -> dict[str, Any] | None:
+def _in_lane(lane: Lane) -> dict[str, Any]:
+    # Messages queued before lanes existed have no `lane`: they are bulk (codes among them have
+    # long expired).
+    return {"lane": "code"} if lane == "code" else {"lane": {"$ne": "code"}}
+
+
+async def _claim(db: AsyncDatabase[dict[str, Any]], now: int, lane: Lane) -> dict[str, Any] | None:
     lease = uuid.uuid4().hex
     update = {"$set": {"status": "sending", "lease": lease, "lease_until_ms": now + LEASE_MS},
               "$inc": {"attempts": 1}}
     doc = await db.outbox.find_one_and_update(
-        {"status": "pending", "next_attempt_ms": {"$lte": now}}, update,
+        {**_in_lane(lane), "status": "pending", "next_attempt_ms": {"$lte": now}}, update,
         sort=[("next_attempt_ms", 1)], return_document=ReturnDocument.AFTER)
     if doc is None:
         # A worker that died mid-send left its message leased: take it over once the lease is over.
         doc = await db.outbox.find_one_and_update(
-            {"status": "sending", "lease_until_ms": {"$lt": now}}, update, return_document=ReturnDocument.AFTER)
+            {**_in_lane(lane), "status": "sending", "lease_until_ms": {"$lt": now}}, update,
+            return_document=ReturnDocument.AFTER)
     return doc
+
+
+async def expire_codes(db: AsyncDatabase[dict[str, Any]], now: int) -> int:
+    """Mark queued codes past their expiry `expired` (body blanked) without sending them."""
+    result = await db.outbox.update_many(
+        {"lane": "code", "status": "pending", "expires_ms": {"$lte": now}},
+        {"$set": {"status": "expired", "body": "", "finished_at": iso()}})
+    if result.modified_count:
+        logger.info("dropped %d sign-in codes that expired before they could be sent", result.modified_count)
+    return int(result.modified_count)
 
 
 def backoff_ms(attempts: int) -> int:
@@ -153,23 +188,55 @@ async def _deliver(db: AsyncDatabase[dict[str, Any]], messengers: Messengers, do
     await _settle(db, doc, {"status": "sent", "sent_at": iso(), "provider_id": provider_id, "last_error": ""})
 
 
+LANE_CONCURRENCY: dict[Lane, int] = {"code": CODE_CONCURRENCY, "bulk": BULK_CONCURRENCY}
+
+
+async def deliver_lane(db: AsyncDatabase[dict[str, Any]], messengers: Messengers, lane: Lane, *,
+                       limit: int = BATCH) -> int:
+    """One pass over one lane: up to `limit` due messages, LANE_CONCURRENCY[lane] in flight at a
+    time (each sender claims its next message atomically, so none is sent twice); returns how many
+    were handled."""
+    if lane == "code":
+        await expire_codes(db, now_ms())
+    budget = limit
+
+    async def sender() -> int:
+        nonlocal budget
+        done = 0
+        while budget > 0:
+            budget -= 1
+            doc = await _claim(db, now_ms(), lane)
+            if doc is None:
+                break
+            await _deliver(db, messengers, doc)
+            done += 1
+        return done
+
+    senders = max(1, min(LANE_CONCURRENCY[lane], limit))
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(sender()) for _ in range(senders)]
+    except* Exception as failed:  # a store error: surface the first, as a single sender would
+        raise failed.exceptions[0] from None
+    return sum(task.result() for task in tasks)
+
+
 async def deliver_due(db: AsyncDatabase[dict[str, Any]], messengers: Messengers, *, limit: int = BATCH) -> int:
-    """One pass of the outbox worker: deliver up to `limit` due messages; returns how many were handled."""
-    handled = 0
-    while handled < limit:
-        doc = await _claim(db, now_ms())
-        if doc is None:
-            break
-        await _deliver(db, messengers, doc)
-        handled += 1
-    return handled
+    """One pass over both lanes, codes first: up to `limit` messages each; returns how many were handled."""
+    handled = await deliver_lane(db, messengers, "code", limit=limit)
+    return handled + await deliver_lane(db, messengers, "bulk", limit=limit)
 
 
 async def outbox_worker(app: web.Application) -> None:
-    """Deliver due outbox messages until cancelled, through the gateways the settings choose."""
+    """Deliver due outbox messages until cancelled, through the gateways the settings choose: one
+    loop per lane, so codes never wait for a bulk pass to finish."""
     messengers = Messengers.from_settings(app[keys.SETTINGS])
+    db = app[keys.DB]
     try:
-        await _poll("outbox", lambda: deliver_due(app[keys.DB], messengers))
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_poll("outbox codes", lambda: deliver_lane(db, messengers, "code"),
+                                    interval_s=CODE_POLL_INTERVAL_S))
+            group.create_task(_poll("outbox", lambda: deliver_lane(db, messengers, "bulk")))
     finally:
         await messengers.aclose()
 
@@ -253,7 +320,7 @@ async def order_notifier(app: web.Application) -> None:
     await _poll("order notifier", lambda: notify_orders_once(app[keys.DB], app[keys.SETTINGS]))
 
 
-async def _poll(name: str, one_pass: Callable[[], Awaitable[int]]) -> None:
+async def _poll(name: str, one_pass: Callable[[], Awaitable[int]], *, interval_s: float = POLL_INTERVAL_S) -> None:
     failing = False
     while True:
         handled = 0
@@ -266,14 +333,14 @@ async def _poll(name: str, one_pass: Callable[[], Awaitable[int]]) -> None:
             stop_if_cancelled()
             # Typically a store outage: say so once, keep polling, and pick up where we left off.
             if not failing:
-                logger.warning("%s pass failed (%s); retrying every %.0f s", name, type(exc).__name__,
-                               POLL_INTERVAL_S)
+                logger.warning("%s pass failed (%s); retrying every %.2g s", name, type(exc).__name__,
+                               interval_s)
                 failing = True
         # PyMongo can absorb our cancellation and return normally; without this check the loop
         # would poll on, "cancelling" forever, and hold up the app's shutdown.
         stop_if_cancelled()
         if handled < BATCH:
-            await asyncio.sleep(POLL_INTERVAL_S)
+            await asyncio.sleep(interval_s)
 
 
 WORKERS = [outbox_worker, order_notifier]

@@ -269,3 +269,91 @@ async def test_the_app_runs_the_order_notifier_in_the_background(client: TestCli
     order_id = await make_order(app[keys.DB], customer)
     message = await wait_for_message(app, "email", "asha@example.com")  # queued by the app's own worker
     assert message["subject"].endswith("received") and order_id[-6:].upper() in message["subject"]
+
+
+# --- the code lane ----------------------------------------------------------------------------
+
+class SlowSmtpSink(SmtpSink):
+    """The loopback SMTP server, taking `delay_s` over each message (to `slow` recipients only, when
+    given) and recording how many it was receiving at once."""
+
+    def __init__(self, port: int, delay_s: float, slow: set[str] | None = None) -> None:
+        super().__init__(port)
+        self.delay_s = delay_s
+        self.slow = slow
+        self.in_flight = 0
+        self.most_at_once = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        delayed = self.slow is None or bool(self.slow & set(envelope.rcpt_tos))
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
+        try:
+            if delayed:
+                await asyncio.sleep(self.delay_s)
+            return await super().handle_DATA(server, session, envelope)
+        finally:
+            self.in_flight -= 1
+
+
+async def queue_code(db: Db, key: str, to: str = "asha@example.com", *, expires_in_ms: int = 300_000) -> None:
+    await notifications.enqueue(db, channel="email", to=to, subject="Your PartyPilot sign-in code",
+                                body="123456 is your PartyPilot sign-in code.", dedupe_key=key,
+                                expires_ms=now_ms() + expires_in_ms, sensitive=True)
+
+
+async def test_a_sign_in_code_goes_out_before_an_older_backlog_of_bulk_mail(
+        db: Db, smtp: SmtpSink, messengers: Messengers) -> None:
+    # What an SMTP outage leaves behind: a backlog of order mail older than the code.
+    for n in range(notifications.BATCH + 10):
+        await queue_email(db, f"bulk{n}", to=f"user{n}@example.com")
+    await queue_code(db, "otp:1", to="signing-in@example.com")
+    await notifications.deliver_due(db, messengers)
+    assert smtp.messages[0]["To"] == "signing-in@example.com"
+    doc = await db.outbox.find_one({"dedupe_key": "otp:1"})
+    assert doc is not None and doc["status"] == "sent" and doc["lane"] == "code" and doc["body"] == ""
+
+
+async def test_codes_are_sent_several_at_once_and_each_exactly_once(db: Db, smtp_port: int,
+                                                                   messengers: Messengers) -> None:
+    sink = SlowSmtpSink(smtp_port, delay_s=0.3).start()
+    try:
+        for n in range(6):
+            await queue_code(db, f"otp:{n}", to=f"user{n}@example.com")
+        handled = await asyncio.gather(*[notifications.deliver_lane(db, messengers, "code") for _ in range(2)])
+        assert sum(handled) == 6
+        assert sorted(m["To"] for m in sink.messages) == sorted(f"user{n}@example.com" for n in range(6))
+        assert sink.most_at_once > 1
+    finally:
+        sink.stop()
+
+
+async def test_codes_that_expired_in_the_queue_are_dropped_not_sent(db: Db, smtp: SmtpSink,
+                                                                   messengers: Messengers) -> None:
+    for n in range(3):
+        await queue_code(db, f"old{n}", expires_in_ms=-1000)
+    await queue_code(db, "fresh", to="fresh@example.com")
+    assert await notifications.deliver_lane(db, messengers, "code") == 1
+    assert [m["To"] for m in smtp.messages] == ["fresh@example.com"]
+    expired = await db.outbox.find({"dedupe_key": {"$in": ["old0", "old1", "old2"]}}).to_list()
+    assert [(d["status"], d["body"], d["attempts"]) for d in expired] == [("expired", "", 0)] * 3
+
+
+async def test_the_background_worker_sends_a_code_while_bulk_mail_is_still_going_out(
+        aiohttp_client: Any, real_settings: Settings, smtp_port: int, redis: Redis) -> None:
+    bulk = {f"user{n}@example.com" for n in range(5)}
+    sink = SlowSmtpSink(smtp_port, delay_s=0.5, slow=bulk).start()
+    try:
+        client: TestClient[Any, Any] = await aiohttp_client(create_app(real_settings))
+        db = app_of(client)[keys.DB]
+        for n in range(5):
+            await queue_email(db, f"bulk{n}", to=f"user{n}@example.com")
+        await queue_code(db, "otp:bg", to="signing-in@example.com")
+        deadline = time.monotonic() + 10
+        while not any(m["To"] == "signing-in@example.com" for m in sink.messages) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        delivered = [str(m["To"]) for m in sink.messages]
+        assert "signing-in@example.com" in delivered
+        assert len(bulk & set(delivered)) < len(bulk)  # the code did not wait for the bulk mail
+    finally:
+        sink.stop()

@@ -372,6 +372,7 @@ class UnassignedOrder(BaseModel):
     radius_m: int | None = Field(None, description="the last search radius tried")
     next_retry_at: str | None = Field(None, description="when dispatch tries again on its own (ISO-8601)")
     alert_at: str | None = Field(None, description="when admins were alerted about it (ISO-8601)")
+    arrive_before: str | None = Field(None, description="when its arrival window closes (ISO-8601)")
 
 
 class UnassignedPage(BaseModel):
@@ -397,7 +398,7 @@ def unassigned_view(order: Mapping[str, Any], now: datetime) -> dict[str, Any]:
             "attempts": int(order.get("dispatch_attempts") or 0),
             "radius_m": int(order["dispatch_radius_m"]) if order.get("dispatch_radius_m") else None,
             "next_retry_at": _iso_ms(order.get("dispatch_retry_ms")) if order.get("dispatch_exhausted") else None,
-            "alert_at": _iso_ms(order.get("dispatch_alert_ms"))}
+            "alert_at": _iso_ms(order.get("dispatch_alert_ms")), "arrive_before": order.get("arrive_before")}
 
 
 @routes.get("/admin/orders/unassigned", summary="Orders still waiting for a partner, longest waiting first",
@@ -415,7 +416,7 @@ async def unassigned_orders(request: web.Request, *, query: PageQuery) -> web.Re
     total = await db.orders.count_documents(where)
     docs = await db.orders.find(where, {"history": 1, "created_at": 1, "package": 1, "address": 1, "status": 1,
                                         "dispatch_attempts": 1, "dispatch_radius_m": 1, "dispatch_exhausted": 1,
-                                        "dispatch_retry_ms": 1, "dispatch_alert_ms": 1}
+                                        "dispatch_retry_ms": 1, "dispatch_alert_ms": 1, "arrive_before": 1}
                                ).sort("created_at", 1).skip(query.skip).limit(query.limit).to_list(None)
     now = datetime.now(UTC)
     return json_response(page_body([unassigned_view(d, now) for d in docs], total, query))

@@ -22,7 +22,7 @@ from api.catalog import catalog_of
 from api.paging import PageQuery, page_body, public
 from api.paymentflow import flow_of
 from api.routing import RouteTable
-from api.windows import ArrivalWindow, arrival_window
+from api.windows import ArrivalWindow, arrival_window, local_today, slots_for
 from core import jsonutil, keys
 from core.errors import AppError, Conflict, NotFound, RateLimited, ValidationFailed
 from core.http import json_response
@@ -277,6 +277,59 @@ async def list_customer_orders(db: AsyncDatabase[dict[str, Any]], customer_id: s
     total = await db.orders.count_documents(where)
     docs = await db.orders.find(where).sort("created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
     return page_body([customer_view(d) for d in docs], total, query)
+
+
+class SlotsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event_date: date = Field(description="the event date, YYYY-MM-DD")
+    lat: float | None = Field(None, ge=-90, le=90, description="the venue; without it, the first service area")
+    lng: float | None = Field(None, ge=-180, le=180)
+
+
+class ArrivalSlot(BaseModel):
+    label: str = Field(description="local time, e.g. 10:00-13:00")
+    arrive_after: str = Field(description="ISO-8601 with the area's offset: send it back as the order's arrive_after")
+    arrive_before: str
+
+
+class ArrivalSlots(BaseModel):
+    event_date: date
+    timezone: str = Field(description="the service area's IANA time zone")
+    area: str
+    asap: bool = Field(description="the date is today there: without a slot the order means as soon as possible")
+    asap_window_min: int
+    default: str | None = Field(description="the slot a later order gets without one (its label), if offered")
+    slots: list[ArrivalSlot]
+
+
+@routes.get("/orders/arrival-slots", summary="The arrival slots the order form offers for a date and venue",
+            query=SlotsQuery, response=ArrivalSlots,
+            responses={422: "outside_service_area (the venue is not served), date_not_future"})
+async def arrival_slots(request: web.Request, *, query: SlotsQuery) -> web.Response:
+    settings = request.config_dict[keys.SETTINGS]
+    areas = service_areas(settings.service_areas_file)
+    if query.lat is not None and query.lng is not None:
+        area = areas.locate(query.lat, query.lng)
+        if area is None:
+            raise _field_error("address", "we do not serve this address yet", "outside_service_area")
+    elif not areas.areas:
+        raise _field_error("address", "no service areas are configured", "outside_service_area")
+    else:
+        area = areas.areas[0]
+    now = datetime.now(UTC)
+    today = local_today(area.timezone, now)
+    if query.event_date < today:
+        raise _field_error("event_date", "the event date has passed", "date_not_future")
+    slots = slots_for(query.event_date, area.timezone, now=now, settings=settings)
+    default = settings.default_arrival_window if query.event_date > today else None
+    labels = {s.label for s in slots}
+    return json_response({
+        "event_date": query.event_date.isoformat(), "timezone": area.timezone, "area": area.name,
+        "asap": query.event_date == today, "asap_window_min": settings.asap_window_min,
+        "default": default if default in labels else None,
+        "slots": [{"label": s.label, "arrive_after": s.after.isoformat(), "arrive_before": s.before.isoformat()}
+                  for s in slots],
+    }, headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/orders/myorders", summary="My orders, newest first", query=OrderListQuery, roles=("customer",))

@@ -78,3 +78,27 @@ def arrival_window(event_date: date, timezone: str, after: datetime | None, befo
     dispatch_at = max(now, start - buffer)
     return ArrivalWindow(after=start.astimezone(ZoneInfo("UTC")), before=end.astimezone(ZoneInfo("UTC")), asap=asap,
                          dispatch_at=dispatch_at.astimezone(ZoneInfo("UTC")), timezone=timezone)
+
+
+@dataclass(frozen=True)
+class Slot:
+    after: datetime  # aware, in the area's time zone
+    before: datetime
+
+    @property
+    def label(self) -> str:
+        return f"{self.after:%H:%M}-{self.before:%H:%M}"
+
+
+def slots_for(event_date: date, timezone: str, *, now: datetime, settings: Settings) -> list[Slot]:
+    """The arrival slots a customer can pick for `event_date` (`arrival_slots`, local time), the
+    ones that can still be met: closing more than 30 minutes from now."""
+    zone = ZoneInfo(timezone)
+    out: list[Slot] = []
+    for text in settings.arrival_slots.split(","):
+        start, end = parse_slot(text)
+        after = datetime.combine(event_date, start, zone)
+        before = datetime.combine(event_date + timedelta(days=1) if end <= start else event_date, end, zone)
+        if before > now + MIN_WINDOW:
+            out.append(Slot(after, before))
+    return out

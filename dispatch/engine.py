@@ -34,7 +34,7 @@ from dispatch.fleet import FleetIndex, Written
 from dispatch.ingest import Ingest
 from dispatch.live import Live
 from dispatch.matching import Matcher
-from dispatch.offers import Offers
+from dispatch.offers import TIMERS_AT_ONCE, Offers
 from dispatch.partners import PartnerDirectory
 from gateway_clients.maps import travel_times
 
@@ -235,9 +235,17 @@ class Engine:
             await callback(event.user_id, event.session_id)
 
     async def _timer_loop(self) -> None:
+        """Claim due offer timers as fast as they can be handled, each in its own task, at most
+        TIMERS_AT_ONCE at a time; polling goes on while they run."""
+        running: set[asyncio.Task[Any]] = set()
         while True:
             try:
-                await self.offers.expire_due()
+                room = TIMERS_AT_ONCE - len(running)
+                for order_id in await self.offers.claim_due(room) if room > 0 else []:
+                    assert self.tasks is not None  # started
+                    task = self.tasks.spawn(self.offers.expire(order_id), name=f"dispatch:timeout:{order_id}")
+                    running.add(task)
+                    task.add_done_callback(running.discard)
             except Exception as exc:
                 stop_if_cancelled()
                 logger.warning("offer timer poll failed: %s", type(exc).__name__)

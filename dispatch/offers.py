@@ -67,9 +67,14 @@ AUDIT_CANDIDATES = 10
 BROADCAST_MAX = 50
 # A wake-up (a partner came on duty or freed up) looks at this many waiting orders, oldest first.
 WAKE_SCAN_MAX = 500
-# Due offer timers handled at once per poll, and how soon a failed one is tried again.
+# Due offer timers handled at once (each its own task: one slow round, a search far out or a
+# MongoDB write queued behind others, must not hold back the next order's cascade), and how soon
+# a failed one is tried again.
 TIMERS_AT_ONCE = 16
 TIMER_RETRY_MS = 500
+# An accept being committed: the offer's timer waits for it up to this long after expiry.
+ACCEPTING_KEY = "pp:dispatch:accepting:{order_id}"
+ACCEPT_IN_FLIGHT_MS = 3_000
 # Backoff doubling stops growing after this many steps (the maximum delay caps it long before).
 _BACKOFF_STEPS_MAX = 20
 CANCELLED = frozenset({"cancelled", "refunded"})
@@ -209,7 +214,13 @@ class Offers:
 
     async def reply(self, order_id: str, partner_id: str, accept: bool, *, via: str) -> dict[str, Any]:
         """A partner's answer (socket or REST), or a release on their behalf (off duty, suspended,
-        disconnected); returns the acknowledgement."""
+        disconnected); returns the acknowledgement.
+
+        An accept counts as of when it was received: one that arrived before the offer expired
+        wins even if the server (a queued MongoDB write) commits it after, and the offer's timer
+        waits for it a moment (ACCEPT_IN_FLIGHT_MS) rather than opening the next round under it.
+        """
+        received = now_ms()
         raw = await self.redis.get(offer_key(partner_id))
         lease = raw if isinstance(raw, str) else None
         prefix = f"{order_id}:"
@@ -222,10 +233,16 @@ class Offers:
                 await self.audit.record(order_id, "reply", {"partner_id": partner_id, "accept": accept,
                                                             "via": via, "outcome": "closed"})
             return acks.error(acks.OFFER_CLOSED, "this offer is no longer open")
-        await self.audit.record(order_id, "reply", {"partner_id": partner_id, "accept": accept, "via": via,
-                                                    "fence": fence})
+        recorded = self.audit.record(order_id, "reply", {"partner_id": partner_id, "accept": accept, "via": via,
+                                                         "fence": fence})
         if accept:
-            return await self._accept(order_id, partner_id, fence)
+            # Only a holder of the offer holds its timer back (the fence above says they are one).
+            await self.redis.set(ACCEPTING_KEY.format(order_id=order_id), partner_id, px=ACCEPT_IN_FLIGHT_MS)
+            # The audit write runs beside the accept, not before it: the accept is what is urgent.
+            accepting = asyncio.ensure_future(self._accept(order_id, partner_id, fence, received))
+            await recorded
+            return await accepting
+        await recorded
         return await self._decline(order_id, partner_id, fence, via=via)
 
     async def release_held_offer(self, partner_id: str, *, via: str) -> None:
@@ -247,29 +264,19 @@ class Offers:
              "offer_expires_ms": {"$gt": now_ms()}}, {"offer_fence": 1})
         return None if order is None else int(order.get("offer_fence") or 0)
 
-    async def expire_due(self, limit: int = 100) -> int:
-        """Claim due offer timers (atomically, across processes) and cascade each order.
+    async def claim_due(self, limit: int) -> list[str]:
+        """Claim up to `limit` due offer timers, atomically across processes."""
+        return [str(order_id) for order_id in await self._claim_due(keys=[OFFER_TIMERS], args=[now_ms(), limit])]
 
-        The claimed orders run side by side (up to TIMERS_AT_ONCE): one slow round (a search far
-        out, a MongoDB write queued behind others) must not hold back the next order's cascade.
-        A timer whose handling failed is put back a moment later instead of waiting for the sweep.
-        """
-        due = [str(order_id) for order_id in await self._claim_due(keys=[OFFER_TIMERS], args=[now_ms(), limit])]
-        if not due:
-            return 0
-        gate = asyncio.Semaphore(TIMERS_AT_ONCE)
-
-        async def one(order_id: str) -> None:
-            async with gate:
-                try:
-                    await self.on_timeout(order_id)
-                except Exception as exc:
-                    stop_if_cancelled()
-                    logger.warning("offer timeout of %s failed (%s); retrying shortly", order_id, type(exc).__name__)
-                    await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms() + TIMER_RETRY_MS})
-
-        await asyncio.gather(*(one(order_id) for order_id in due))
-        return len(due)
+    async def expire(self, order_id: str) -> None:
+        """Handle one claimed timer; one whose handling failed is put back a moment later instead
+        of waiting for the sweep."""
+        try:
+            await self.on_timeout(order_id)
+        except Exception as exc:
+            stop_if_cancelled()
+            logger.warning("offer timeout of %s failed (%s); retrying shortly", order_id, type(exc).__name__)
+            await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms() + TIMER_RETRY_MS})
 
     async def on_timeout(self, order_id: str) -> None:
         async with self._lock(order_id, 2.0) as locked:
@@ -291,6 +298,11 @@ class Offers:
             expires = int(order.get("offer_expires_ms") or 0)
             if expires > now_ms():
                 await self.redis.zadd(OFFER_TIMERS, {order_id: expires})
+                return
+            if now_ms() < expires + ACCEPT_IN_FLIGHT_MS and await self.redis.exists(
+                    ACCEPTING_KEY.format(order_id=order_id)):
+                # An accept received in time is still being committed: let it land first.
+                await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms() + TIMER_RETRY_MS // 5})
                 return
             holders = list(order.get("offer_partner_ids") or [])
             await self.audit.record(order_id, "timeout", {"partner_ids": holders,
@@ -600,10 +612,11 @@ class Offers:
 
     # --- replies --------------------------------------------------------------------------------
 
-    async def _accept(self, order_id: str, partner_id: str, fence: int) -> dict[str, Any]:
+    async def _accept(self, order_id: str, partner_id: str, fence: int, received_ms: int) -> dict[str, Any]:
         try:
-            after = await self.flow.accept_offer(order_id, partner_id, fence=fence)
+            after = await self.flow.accept_offer(order_id, partner_id, fence=fence, received_ms=received_ms)
         except AppError as exc:
+            await self.redis.delete(ACCEPTING_KEY.format(order_id=order_id))
             await self.audit.record(order_id, "reply_refused", {"partner_id": partner_id, "fence": fence,
                                                                 "code": exc.code})
             if exc.code == "partner_busy":

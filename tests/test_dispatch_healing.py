@@ -383,3 +383,29 @@ async def _offered(env: Env, oid: str) -> bool:
 async def _round_at_least(env: Env, oid: str, fence: int) -> bool:
     doc = await env.db.orders.find_one({"_id": oid}, {"offer_fence": 1})
     return int((doc or {}).get("offer_fence") or 0) >= fence
+
+
+async def test_an_accept_received_in_time_wins_even_when_its_write_lands_after_expiry(
+        start_env: StartEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under load a MongoDB write can take longer than what is left of the offer. Before, the accept
+    # was judged at write time and refused (precondition_failed) although the partner was in time,
+    # and the timer opened the next round underneath it.
+    env = await start_env(tuning=Tuning(sweep_s=3600, timer_poll_s=0.05), offer_timeout_s=0.6)
+    flow = env.app[ENGINE].offers.flow
+    real = flow.accept_offer
+
+    async def slow(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        await asyncio.sleep(1.0)  # failure injection: a write queued behind others
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(flow, "accept_offer", slow)
+    first, a = await env.partner(*near(300))
+    _, b = await env.partner(*near(900))
+    _, oid = await env.order(*CENTER)
+    assert (await a.wait_for("offer"))["order_id"] == oid
+    ack = await a.call("offer_reply", {"order_id": oid, "accept": True})
+    assert ack["ok"] and ack["status"] == "assigned", ack
+    doc = await order_doc(env, oid)
+    assert doc["status"] == "assigned" and doc["partner_id"] == first and doc["offer_fence"] == 1
+    assert not b.events["offer"]
+    assert "timeout" not in [e["event"] for e in await env.audit(oid)]

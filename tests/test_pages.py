@@ -165,6 +165,11 @@ async def test_customer_signs_in_searches_and_places_an_order(site: Site, chromi
         await page.get_by_role("button", name="View: Garden Wedding Deluxe").click()
         await page.get_by_role("button", name="Order this package").click()
         await page.get_by_label("Event date").fill(event_day)
+        # Slots in the venue's local time (the demo city's), the default one chosen; pick the evening.
+        slot = page.get_by_label("Arrival time")
+        await page.locator("#arrival-slot option", has_text="16:00 \u2013 19:00").wait_for(state="attached")
+        assert await slot.input_value() == "10:00-13:00"
+        await slot.select_option("16:00-19:00")
         await page.get_by_label("Guests").fill("40")
         await page.get_by_label("Address").fill("12 MG Road")
         await page.get_by_label("City").fill("Bengaluru")
@@ -216,6 +221,8 @@ async def test_customer_signs_in_searches_and_places_an_order(site: Site, chromi
     assert order["amount_refunded"] == order["price"] == order["amount_paid"]
     assert [h["status"] for h in order["history"]][-2:] == ["cancelled", "refunded"]
     assert order["event_date"] == event_day
+    assert order["arrive_after"].startswith(f"{event_day}T10:30:00")  # 16:00 in Asia/Kolkata, stored in UTC
+    assert order["timezone"] == "Asia/Kolkata" and order["asap"] == 0
     assert abs(order["address"]["lat"] - VENUE[0]) < 0.05 and abs(order["address"]["lng"] - VENUE[1]) < 0.05
 
 
@@ -328,11 +335,16 @@ async def test_admin_sees_a_partner_pin_from_the_fleet_stream(
         order = await place_order(site, token_for(customer_id, "customer"), package["id"])
         alert = page.locator(".toast", has_text="assign it manually")
         await alert.wait_for(timeout=15_000)
+        # The order also stays in the waiting queue (a toast can be missed), until someone has it.
+        waiting = page.locator(f"#waiting-list [data-id='{order['id']}']")
+        await waiting.wait_for()
+        assert "Retirement Dinner" in await waiting.inner_text() and "nobody took it" in await waiting.inner_text()
         await alert.get_by_role("button", name="Open").click()
         await page.get_by_label("Partner", exact=True).select_option(partner_id)
         await page.get_by_label("Reason").fill("regular for this venue")
         await page.get_by_role("button", name="Assign", exact=True).click()
         await page.locator(f"#board-list [data-id='{order['id']}']", has_text="Partner assigned").wait_for()
+        await page.locator("#waiting").wait_for(state="hidden")
         assigned = await site.db.orders.find_one({"_id": order["id"]})
         assert assigned["status"] == "assigned" and assigned["partner_id"] == partner_id
         await page.locator("#audit li", has_text="manual_assign").wait_for()

@@ -102,3 +102,54 @@ async def test_unusable_windows_are_refused_naming_the_field(
         details = (await resp.json())["error"]["details"]
         assert any(d["field"] == field and d["type"] == kind for d in details), (field, kind, details)
     assert await db_of(client.app).orders.count_documents({}) == 0
+
+
+async def test_the_order_form_gets_slots_in_the_venues_time_zone_that_the_order_accepts_as_they_are(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    package_id, auth = await _setup(client, token_for)
+    day = datetime.now(IST).date() + timedelta(days=2)
+    resp = await client.get("/api/orders/arrival-slots", params={"event_date": day.isoformat(),
+                                                                  "lat": str(BENGALURU["lat"]),
+                                                                  "lng": str(BENGALURU["lng"])})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["timezone"] == "Asia/Kolkata" and body["asap"] is False and body["default"] == "10:00-13:00"
+    labels = [s["label"] for s in body["slots"]]
+    assert labels == ["08:00-10:00", "10:00-13:00", "13:00-16:00", "16:00-19:00", "19:00-22:00"]
+    evening = body["slots"][-1]
+    assert evening["arrive_after"] == f"{day.isoformat()}T19:00:00+05:30"
+    # Sent back as they are, they become the order's window.
+    placed = await _place(client, auth, _body(package_id, day, arrive_after=evening["arrive_after"],
+                                              arrive_before=evening["arrive_before"]))
+    assert placed.status == 201, await placed.text()
+    order = await placed.json()
+    assert parse_iso(order["arrive_after"]) == datetime.combine(day, datetime.min.time().replace(hour=19), IST)
+    assert parse_iso(order["arrive_before"]) - parse_iso(order["arrive_after"]) == timedelta(hours=3)
+
+
+async def test_todays_slots_leave_out_the_ones_that_can_no_longer_be_met(client: TestClient[Any, Any]) -> None:
+    now = datetime.now(IST)
+    resp = await client.get("/api/orders/arrival-slots", params={"event_date": now.date().isoformat()})
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["asap"] is True and body["default"] is None and body["asap_window_min"] == 90
+    for slot in body["slots"]:
+        assert parse_iso(slot["arrive_before"]) > now + timedelta(minutes=30)
+    all_today = 5 - sum(1 for end in (10, 13, 16, 19, 22)
+                        if datetime.combine(now.date(), datetime.min.time().replace(hour=end), IST)
+                        <= now + timedelta(minutes=30))
+    assert len(body["slots"]) == all_today
+
+
+async def test_slots_for_a_venue_we_do_not_serve_or_a_past_date_are_a_422(client: TestClient[Any, Any]) -> None:
+    day = datetime.now(IST).date()
+    outside = await client.get("/api/orders/arrival-slots",
+                               params={"event_date": day.isoformat(), "lat": "51.5", "lng": "-0.12"})
+    assert outside.status == 422
+    assert (await outside.json())["error"]["details"][0]["type"] == "outside_service_area"
+    past = await client.get("/api/orders/arrival-slots",
+                            params={"event_date": (day - timedelta(days=2)).isoformat()})
+    assert past.status == 422 and (await past.json())["error"]["details"][0]["field"] == "event_date"
+    bad = await client.get("/api/orders/arrival-slots", params={"event_date": "tomorrow"})
+    assert bad.status == 422

@@ -15,7 +15,8 @@ const STALE_MS = PING_INTERVAL_MS * STALE_AFTER_INTERVALS;
 const ASSIGNABLE = new Set(['placed', 'offered', 'assigned']);
 
 const state = { conn: null, map: null, pins: new Map(), partners: new Map(), orders: new Map(), openOrder: null,
-  fleetVersion: null, subscribeTimer: 0, boardTimer: 0, tick: 0, partnersFetched: 0 };
+  fleetVersion: null, subscribeTimer: 0, boardTimer: 0, tick: 0, partnersFetched: 0, waitingTimer: 0,
+  waitingTick: 0 };
 
 // ---- session -----------------------------------------------------------------------------
 
@@ -23,6 +24,7 @@ function showSignIn() {
   state.conn?.close();
   state.conn = null;
   clearInterval(state.tick);
+  clearInterval(state.waitingTick);
   $('#app').hidden = true;
   $('#signin-area').hidden = false;
   renderAccount($('#account'), null);
@@ -44,8 +46,12 @@ async function signedIn(user) {
   await loadPartnerNames();
   connect();
   loadBoard();
+  loadWaiting();
   clearInterval(state.tick);
   state.tick = setInterval(refreshPins, 1000);
+  // Waiting times age, and retries happen without an event: a slow re-read keeps the queue true.
+  clearInterval(state.waitingTick);
+  state.waitingTick = setInterval(loadWaiting, 30_000);
 }
 
 const view = tabs($('#tabs'), (tab) => {
@@ -210,7 +216,7 @@ function renderBoard() {
   mount(box, el('ul', { class: 'orders', id: 'board-list' }, items.map((o) =>
     el('li', { class: 'board-item', dataset: { id: o.id } },
       el('div', { class: 'spread' }, el('strong', { text: o.package?.name ?? 'Order' }), statusBadge(o.status)),
-      el('div', { class: 'muted', text: `${o.event_date} · ${o.address?.city ?? ''} · ${money(o.price, o.currency)}${o.partner_id ? ` · ${partnerName(o.partner_id)}` : ''}` }),
+      el('div', { class: 'muted', text: `${o.event_date} · ${o.address?.city ?? ''} · ${money(o.price, o.currency)}${o.partner_id ? ` · ${partnerName(o.partner_id)}` : ''}${scheduled(o) ? ` · scheduled: offers start ${dateTime(o.dispatch_at)}` : ''}` }),
       el('div', { class: 'row' },
         el('button', { type: 'button', class: 'secondary', text: 'Open', 'aria-label': `Open order ${o.package?.name ?? ''}`,
           on: { click: () => openOrder(o.id) } }))))));
@@ -230,6 +236,8 @@ function onOrderStatus(msg) {
     state.boardTimer = setTimeout(loadBoard, 500);
   }
   if (state.openOrder === msg.order_id) openOrder(msg.order_id);
+  // A new order, an assignment or a cancellation may change who waits for a partner.
+  if (['placed', 'offered', 'assigned', 'cancelled', 'refunded'].includes(msg.status)) refreshWaitingSoon();
 }
 
 function onPaymentStatus(msg) {
@@ -251,6 +259,49 @@ function onPaymentStatus(msg) {
   }
 }
 
+// ---- waiting for a partner ---------------------------------------------------------------
+
+function minutesText(seconds) {
+  const m = Math.max(0, Math.round(seconds / 60));
+  return m < 60 ? `${m} min` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+function clock(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? '' : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** The persistent queue behind `dispatch_alert`: orders with no partner yet whose dispatch time
+ * has come. Shown only while there are some. */
+async function loadWaiting() {
+  let page;
+  try {
+    page = await get('/api/admin/orders/unassigned', { limit: 50 });
+  } catch {
+    return; // keep the last list; the next event or the 30 s re-read tries again
+  }
+  const items = itemsOf(page);
+  $('#waiting').hidden = !items.length;
+  $('#waiting-count').textContent = page.total > items.length ? `${items.length} of ${page.total}` : String(items.length);
+  mount($('#waiting-list'), items.map((o) => {
+    const why = o.offered ? 'an offer is out now'
+      : o.attempts ? `nobody took it${o.radius_m ? ` within ${Math.round(o.radius_m / 1000)} km` : ''}${o.next_retry_at ? `; next try ${clock(o.next_retry_at)}` : ''}`
+        : 'looking for a partner';
+    return el('li', { class: 'board-item', dataset: { id: o.id } },
+      el('div', { class: 'spread' }, el('strong', { text: o.package ?? 'Order' }),
+        el('span', { class: o.waiting_s >= 600 ? 'badge warn' : 'badge', text: `waiting ${minutesText(o.waiting_s)}` })),
+      el('div', { class: 'muted', text: [o.city, why, o.arrive_before ? `arrival window closes ${clock(o.arrive_before)}` : null]
+        .filter(Boolean).join(' · ') }),
+      el('div', { class: 'row' }, el('button', { type: 'button', class: 'secondary', text: 'Open',
+        'aria-label': `Open waiting order ${o.package ?? ''}`, on: { click: () => openOrder(o.id) } })));
+  }));
+}
+
+function refreshWaitingSoon() {
+  clearTimeout(state.waitingTimer);
+  state.waitingTimer = setTimeout(loadWaiting, 800);
+}
+
 function onAlert(alert) {
   const item = toast(`No partner took order ${String(alert.order_id).slice(0, 8)}${alert.radius_m ? ` within ${Math.round(alert.radius_m / 1000)} km` : ''}: assign it manually.`, 'error', 0);
   item.insertBefore(el('button', { type: 'button', class: 'link', text: 'Open', on: { click: () => {
@@ -259,6 +310,7 @@ function onAlert(alert) {
     item.remove();
   } } }), item.lastChild);
   loadBoard();
+  loadWaiting();
 }
 
 async function openOrder(id) {
@@ -282,6 +334,10 @@ async function openOrder(id) {
     el('dl', { class: 'kv' },
       el('dt', { text: 'Order' }), el('dd', {}, el('code', { text: order.id })),
       el('dt', { text: 'Event' }), el('dd', { text: `${order.event_date} · ${order.guests} guests` }),
+      order.arrive_after ? el('dt', { text: 'Arrival' }) : null,
+      order.arrive_after ? el('dd', { id: 'panel-window', text: windowText(order) }) : null,
+      scheduled(order) ? el('dt', { text: 'Dispatch' }) : null,
+      scheduled(order) ? el('dd', { id: 'panel-dispatch', text: `scheduled: offers start ${dateTime(order.dispatch_at)}` }) : null,
       el('dt', { text: 'Venue' }), el('dd', { text: [order.address?.line1, order.address?.city, order.address?.postal_code].filter(Boolean).join(', ') }),
       el('dt', { text: 'Price' }), el('dd', { text: `${money(order.price, order.currency)} (${order.payment_option})` }),
       el('dt', { text: 'Payment' }), el('dd', { id: 'panel-money' }, moneyWords(order),
@@ -298,6 +354,21 @@ async function openOrder(id) {
     itemsOf(audit).length ? el('ol', { class: 'timeline', id: 'audit' }, itemsOf(audit).map((a) =>
       el('li', {}, el('strong', { text: a.event }), ` · ${dateTime(a.at)}`,
         el('div', { class: 'muted', text: auditText(a.data) })))) : empty('No dispatch decisions recorded yet.'));
+}
+
+/** The arrival window in the venue's time zone (what the customer chose), and in the viewer's if it differs. */
+function windowText(order) {
+  const zone = order.timezone || undefined;
+  const fmt = (iso, tz) => new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', timeZone: tz });
+  if (order.asap) return `as soon as possible (by ${fmt(order.arrive_before, zone)}${zone ? ` ${zone}` : ''})`;
+  const venue = `${fmt(order.arrive_after, zone)}–${fmt(order.arrive_before, zone)}${zone ? ` ${zone}` : ''}`;
+  const local = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  return zone && zone !== local ? `${venue} (${fmt(order.arrive_after)}–${fmt(order.arrive_before)} your time)` : venue;
+}
+
+/** A placed order whose dispatch starts later (its arrival window is later). */
+function scheduled(order) {
+  return order.status === 'placed' && order.dispatch_at && new Date(order.dispatch_at).getTime() > Date.now();
 }
 
 function auditText(data) {

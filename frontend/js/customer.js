@@ -194,8 +194,65 @@ function startOrder() {
   }
   $('#order-section').hidden = false;
   setUpVenueMap();
+  loadSlots();
   $('#event-date').focus();
 }
+
+/** The arrival slots for the chosen date, in the venue's time zone (the server's list: it knows
+ * the area's zone and which slots can still be met). "As soon as possible" is offered for today. */
+function loadSlots() {
+  state.slotsLoading = fillSlots();
+  return state.slotsLoading;
+}
+
+async function fillSlots() {
+  const select = $('#arrival-slot');
+  const hint = $('#slot-hint');
+  const date = $('#event-date').value;
+  const ask = `${date}|${$('#lat').value}|${$('#lng').value}`;
+  state.slotsAsked = ask;
+  if (!date) {
+    select.replaceChildren(el('option', { value: '', text: 'Choose the event date first' }));
+    select.disabled = true;
+    hint.textContent = '';
+    return;
+  }
+  const params = { event_date: date };
+  if ($('#lat').value && $('#lng').value) Object.assign(params, { lat: $('#lat').value, lng: $('#lng').value });
+  let answer;
+  try {
+    answer = await get('/api/orders/arrival-slots', params);
+  } catch (err) {
+    if (state.slotsAsked !== ask) return;
+    select.replaceChildren(el('option', { value: '', text: '—' }));
+    select.disabled = true;
+    hint.textContent = err.message;
+    return;
+  }
+  if (state.slotsAsked !== ask) return; // the date or venue changed meanwhile
+  const chosen = select.value; // kept when still offered (placing the venue re-reads the slots)
+  const offered = new Set(answer.slots.map((s) => s.label));
+  const pick = chosen === 'asap' && answer.asap ? 'asap' : offered.has(chosen) ? chosen : answer.default;
+  const options = [];
+  if (answer.asap) {
+    options.push(el('option', { value: 'asap', text: `As soon as possible (within ${answer.asap_window_min} min)` }));
+  }
+  for (const slot of answer.slots) {
+    const option = el('option', { value: slot.label, text: slot.label.replace('-', ' – ') });
+    option.dataset.after = slot.arrive_after;
+    option.dataset.before = slot.arrive_before;
+    if (slot.label === pick) option.selected = true;
+    options.push(option);
+  }
+  if (!options.length) options.push(el('option', { value: '', text: 'No slot left today: choose a later date' }));
+  select.replaceChildren(...options);
+  select.disabled = !answer.asap && !answer.slots.length;
+  const local = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  hint.textContent = answer.timezone === local ? 'When the partner arrives to set up.'
+    : `When the partner arrives to set up, in local time at the venue (${answer.timezone}).`;
+}
+
+$('#event-date').addEventListener('change', loadSlots);
 
 function setUpVenueMap() {
   if (!state.venueMap) {
@@ -205,7 +262,10 @@ function setUpVenueMap() {
       $(id).addEventListener('change', () => {
         const lat = Number($('#lat').value);
         const lng = Number($('#lng').value);
-        if (Number.isFinite(lat) && Number.isFinite(lng) && $('#lat').value && $('#lng').value) placeVenue(lat, lng, false);
+        if (Number.isFinite(lat) && Number.isFinite(lng) && $('#lat').value && $('#lng').value) {
+          placeVenue(lat, lng, false);
+          loadSlots();
+        }
       });
     }
   }
@@ -227,6 +287,7 @@ function placeVenue(lat, lng, fill = true) {
   } else {
     state.venueMarker.setLatLng([lat, lng]);
   }
+  if (fill) loadSlots();
 }
 
 $('#order-back').addEventListener('click', () => { $('#order-section').hidden = true; });
@@ -269,12 +330,21 @@ function orderBody() {
     guests: Number($('#guests').value),
     notes: $('#notes').value.trim(),
     payment_option: form.querySelector('input[name=payment_option]:checked')?.value ?? 'deposit',
+    ...slotWindow(),
   };
+}
+
+/** The chosen slot as the order's arrival window; nothing for "as soon as possible". */
+function slotWindow() {
+  const option = $('#arrival-slot').selectedOptions[0];
+  if (!option?.dataset.after) return {};
+  return { arrive_after: option.dataset.after, arrive_before: option.dataset.before };
 }
 
 function checkOrder(body) {
   if (!body.event_date) return ['#event-date', 'Choose the event date.'];
   if (body.event_date < today()) return ['#event-date', 'The event date must be today or later.'];
+  if (!$('#arrival-slot').value) return ['#arrival-slot', 'Choose when the partner should arrive.'];
   if (!Number.isInteger(body.guests) || body.guests < 1) return ['#guests', 'Enter the number of guests.'];
   if (state.selected.capacity && body.guests > state.selected.capacity) {
     return ['#guests', `This package serves up to ${state.selected.capacity} guests.`];
@@ -286,9 +356,10 @@ function checkOrder(body) {
   return null;
 }
 
-$('#order-form').addEventListener('submit', (e) => {
+$('#order-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   const status = $('#order-status');
+  await state.slotsLoading;  // a date or venue just changed: its slots are on their way
   const body = orderBody();
   const problem = checkOrder(body);
   if (problem) {

@@ -65,17 +65,22 @@ def test_production_refuses_a_short_secret_and_local_origins() -> None:
         Settings.from_env({"PARTYPILOT_ENV": "production", "JWT_SECRET": "x" * 40})
 
 
+# What production needs besides secrets and origins (tests/test_security_transport.py covers it).
+CODE_DELIVERY = {"PARTYPILOT_PUBLIC_URL": "https://partypilot.example", "TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
+                 "TWILIO_AUTH_TOKEN": "t" * 32, "TWILIO_FROM_NUMBER": "+15005550006", "SMTP_HOST": "smtp.example"}
+
+
 def test_production_accepts_a_real_secret_and_origin() -> None:
     settings = Settings.from_env({"PARTYPILOT_ENV": "production", "JWT_SECRET": "x" * 40,
                                   "PARTYPILOT_ALLOWED_ORIGINS": "https://partypilot.example",
-                                  "STRIPE_SECRET_KEY": "sk_live_" + "y" * 24})
+                                  "STRIPE_SECRET_KEY": "sk_live_" + "y" * 24, **CODE_DELIVERY})
     assert settings.is_production
     assert "x" * 40 not in repr(settings) and "y" * 24 not in repr(settings)
 
 
 def test_production_refuses_simulated_payments_unless_asked_for() -> None:
     base = {"PARTYPILOT_ENV": "production", "JWT_SECRET": "x" * 40,
-            "PARTYPILOT_ALLOWED_ORIGINS": "https://partypilot.example"}
+            "PARTYPILOT_ALLOWED_ORIGINS": "https://partypilot.example", **CODE_DELIVERY}
     with pytest.raises(SettingsError, match="PARTYPILOT_PAYMENTS_SIMULATOR"):
         Settings.from_env(base)
     with pytest.raises(SettingsError, match="STRIPE_SECRET_KEY"):

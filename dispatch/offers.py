@@ -72,6 +72,9 @@ WAKE_SCAN_MAX = 500
 # a failed one is tried again.
 TIMERS_AT_ONCE = 16
 TIMER_RETRY_MS = 500
+# A round whose commit took longer than this share of the offer timeout restarts the offer's
+# clock when it is sent (one more write, only then).
+OFFER_LAG_SHARE = 4
 # An accept being committed: the offer's timer waits for it up to this long after expiry.
 ACCEPTING_KEY = "pp:dispatch:accepting:{order_id}"
 ACCEPT_IN_FLIGHT_MS = 3_000
@@ -484,7 +487,9 @@ class Offers:
         order_id = str(order["_id"])
         previous = order.get("offer_fence")
         fence = int(previous or 0) + 1
-        expires = now_ms() + int(self.settings.offer_timeout_s * 1000)
+        started = now_ms()
+        timeout_ms = int(self.settings.offer_timeout_s * 1000)
+        expires = started + timeout_ms
         pids = [c.partner_id for c in chosen]
         expect: dict[str, Any] = {"offer_fence": previous} if previous is not None else {
             "offer_fence": {"$exists": False}}
@@ -521,6 +526,17 @@ class Offers:
             logger.info("offer round for %s lost: %s", order_id, exc.code)
             await self.audit.record(order_id, "candidates", {**considered, "outcome": "round_lost"})
             return False
+        lag = now_ms() - started
+        if lag > timeout_ms // OFFER_LAG_SHARE:
+            # The commit was slow (a busy MongoDB): the partner's time starts when the offer goes
+            # out, not when the round began, or a slow store would send offers already expired.
+            expires = now_ms() + timeout_ms
+            moved = await self.orders.update_one({"_id": order_id, "status": "offered", "offer_fence": fence},
+                                                 {"$set": {"offer_expires_ms": expires}})
+            if moved.matched_count == 0:
+                return False  # the round moved on meanwhile (a cancel, an assignment): nothing to send
+            await self.redis.zadd(OFFER_TIMERS, {order_id: expires})
+            considered["late_commit_ms"] = lag
         price = int(after.get("price") or 0)
         # Same rounding as the REST offer view: commission rounded half up, payout the rest.
         payout = price - (price * self.settings.commission_rate_bp + 5_000) // 10_000

@@ -409,3 +409,28 @@ async def test_an_accept_received_in_time_wins_even_when_its_write_lands_after_e
     assert doc["status"] == "assigned" and doc["partner_id"] == first and doc["offer_fence"] == 1
     assert not b.events["offer"]
     assert "timeout" not in [e["event"] for e in await env.audit(oid)]
+
+
+async def test_an_offer_committed_slowly_still_gives_the_partner_the_whole_timeout(
+        start_env: StartEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before, the offer's clock started when the round began: a commit slower than the timeout (a
+    # busy MongoDB) sent offers that had already expired, and every accept was refused.
+    env = await start_env(tuning=Tuning(sweep_s=3600, timer_poll_s=0.05), offer_timeout_s=0.6)
+    flow = env.app[ENGINE].offers.flow
+    real = flow.transition
+
+    async def slow(order_id: str, status: str, **kwargs: Any) -> dict[str, Any]:
+        if status == "offered":
+            await asyncio.sleep(0.8)  # failure injection: the round's write queued behind others
+        return await real(order_id, status, **kwargs)
+
+    monkeypatch.setattr(flow, "transition", slow)
+    first, a = await env.partner(*near(300))
+    _, oid = await env.order(*CENTER)
+    offer = await a.wait_for("offer", timeout=5)
+    assert offer["expires_at"] - now_ms() > 400  # most of the 0.6 s is still ahead
+    ack = await a.call("offer_reply", {"order_id": oid, "accept": True})
+    assert ack["ok"], ack
+    doc = await order_doc(env, oid)
+    assert doc["status"] == "assigned" and doc["partner_id"] == first
+    assert (await env.audited(oid, "candidates"))["data"]["late_commit_ms"] >= 800

@@ -35,6 +35,7 @@ from dispatch.audit import AuditTrail
 from dispatch.emitter import Emitter
 from dispatch.fleet import FleetIndex, Lease, offer_key
 from dispatch.matching import Candidate, Matcher, Search
+from geo.areas import approximate
 from geo.distance import haversine_m
 
 logger = logging.getLogger(__name__)
@@ -540,10 +541,12 @@ class Offers:
         price = int(after.get("price") or 0)
         # Same rounding as the REST offer view: commission rounded half up, payout the rest.
         payout = price - (price * self.settings.commission_rate_bp + 5_000) // 10_000
-        pickup = _pickup(after) or (0.0, 0.0)
+        # The venue to within ~1 km, as the REST offer view shows it: the exact address goes only to
+        # the partner who accepts (and the distance is rounded so it does not pin the point either).
+        pickup = approximate(*(_pickup(after) or (0.0, 0.0)))
         for cand in chosen:
             message = {"order_id": order_id, "pickup": {"lat": pickup[0], "lng": pickup[1]},
-                       "distance_m": cand.distance_m, "eta_s": cand.eta_s, "payout": payout,
+                       "distance_m": round(cand.distance_m, -2), "eta_s": cand.eta_s, "payout": payout,
                        "currency": str(after.get("currency") or self.settings.currency), "expires_at": expires,
                        "fence": fence, "version": int(after.get("version") or 0)}
             await self.emitter.emit("offer", message, f"partner:{cand.partner_id}")

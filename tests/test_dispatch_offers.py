@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from core.contracts import FLEET_BUSY, FLEET_SEARCH, OFFER_EVENTS, OfferMessage, OfferReplyEvent, OfferRevokedMessage
+from geo.areas import approximate
 from geo.distance import destination
 from tests.dispatch_helpers import CENTER, Env, make_partner, start_env
 
@@ -240,3 +241,15 @@ async def test_with_no_fair_window_the_nearest_partner_is_offered_first(start_en
     _, oid = await env.order(*CENTER)
     assert (await c.wait_for("offer"))["order_id"] == oid
     assert not w.events["offer"]
+
+
+async def test_the_socket_offer_shows_the_venue_only_approximately_until_accepted(start_env: StartEnv) -> None:
+    env = await start_env()
+    _, a = await env.partner(*near(400))
+    venue = near(1234, bearing=33)
+    _, oid = await env.order(*venue)
+    offer = OfferMessage.model_validate(await a.wait_for("offer"))
+    assert offer.order_id == oid
+    assert (offer.pickup.lat, offer.pickup.lng) == approximate(*venue) != (round(venue[0], 6), round(venue[1], 6))
+    assert abs(offer.pickup.lat - venue[0]) > 1e-4 or abs(offer.pickup.lng - venue[1]) > 1e-4
+    assert offer.distance_m % 100 == 0

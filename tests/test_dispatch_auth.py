@@ -4,6 +4,7 @@ at once when a partner is suspended or a session is revoked."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -12,6 +13,7 @@ import socketio
 from core.contracts import PARTNER_EVENTS, REVOKED_SESSION_KEY, SESSION_EVENTS, PartnerEvent, SessionEvent
 from core.jsonutil import iso
 from core.tokens import issue_tracking_token
+from dispatch.expiry import Deadlines
 from tests.dispatch_helpers import Env, Sock, make_customer, make_partner, ping, start_env
 
 __all__ = ["start_env"]
@@ -142,3 +144,27 @@ async def test_a_session_ended_while_its_event_was_lost_is_disconnected_by_the_s
         while ended.client.connected:
             await asyncio.sleep(0.05)
     assert kept.client.connected
+
+
+async def test_socket_deadlines_fire_once_each_in_order_and_follow_moves() -> None:
+    due: list[str] = []
+
+    async def record(key: str) -> None:
+        due.append(key)
+
+    deadlines = Deadlines(record)
+    runner = asyncio.create_task(deadlines.run())
+    now = time.time()
+    deadlines.set("late", now + 0.3)
+    deadlines.set("moved", now + 5)
+    deadlines.set("gone", now + 0.1)
+    deadlines.set("moved", now + 0.2)  # re-authenticated... to an earlier expiry, say
+    deadlines.discard("gone")  # disconnected
+    for n in range(500):  # re-auth churn leaves stale entries behind; the heap stays bounded
+        deadlines.set("churn", now + 10 + n)
+    assert len(deadlines._heap) <= 2 * len(deadlines) + 64
+    await asyncio.sleep(0.5)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    assert due == ["moved", "late"]
+    assert len(deadlines) == 1  # churn, not yet due

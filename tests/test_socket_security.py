@@ -120,8 +120,8 @@ async def test_a_flooding_socket_is_cut_while_another_socket_keeps_its_service(
     await pinger
 
     # Cut long before its second of flooding was over: the server answered at most the guard's
-    # burst (plus what it earned meanwhile), and most of the answers said "slow down".
-    assert sent < 1000
+    # burst (plus what it earned meanwhile, 20/s), and most of the answers said "slow down".
+    # (How many the client had sent by the time it noticed depends on its own loop, not asserted.)
     assert len(acks) <= FLOOD_BURST + 40
     codes = [a[0]["error"]["code"] for a in acks if a and isinstance(a[0], dict) and not a[0].get("ok")]
     assert codes.count("rate_limited") > len(acks) / 2
@@ -137,9 +137,8 @@ async def test_a_flooding_socket_is_cut_while_another_socket_keeps_its_service(
 async def test_a_flood_of_unknown_events_is_cut_too(start_env: StartEnv) -> None:
     env = await start_env()
     sock = await env.sock(env.token(await make_customer(env.db), "customer"))
-    sent, _ = await flood(sock, "no_such_event")
-    await disconnected(sock)
-    assert sent < 1000
+    await flood(sock, "no_such_event")
+    await disconnected(sock)  # no handler, no `rate_limited` answer: the packet count alone cuts it
 
 
 async def test_pushes_stop_when_the_access_token_expires(start_env: StartEnv) -> None:

@@ -194,8 +194,19 @@ function startOrder() {
   }
   $('#order-section').hidden = false;
   setUpVenueMap();
+  venueSays('');
   loadSlots();
   $('#event-date').focus();
+}
+
+const VENUE_HINT = 'Click the map where the party is, or type the coordinates.';
+
+/** Whether we deliver to the placed venue, said under the map; the plain instruction otherwise. */
+function venueSays(text, kind) {
+  const hint = $('#venue-hint');
+  hint.textContent = text ? `${text} ${VENUE_HINT}` : VENUE_HINT;
+  hint.classList.toggle('bad', kind === 'error');
+  hint.classList.toggle('good', kind === 'success');
 }
 
 /** The arrival slots for the chosen date, in the venue's time zone (the server's list: it knows
@@ -211,14 +222,15 @@ async function fillSlots() {
   const date = $('#event-date').value;
   const ask = `${date}|${$('#lat').value}|${$('#lng').value}`;
   state.slotsAsked = ask;
+  const placed = Boolean($('#lat').value && $('#lng').value);
   if (!date) {
     select.replaceChildren(el('option', { value: '', text: 'Choose the event date first' }));
     select.disabled = true;
     hint.textContent = '';
-    return;
+    if (!placed) return; // nothing to ask yet; with a venue, still say whether we deliver there
   }
-  const params = { event_date: date };
-  if ($('#lat').value && $('#lng').value) Object.assign(params, { lat: $('#lat').value, lng: $('#lng').value });
+  const params = { event_date: date || today() };
+  if (placed) Object.assign(params, { lat: $('#lat').value, lng: $('#lng').value });
   let answer;
   try {
     answer = await get('/api/orders/arrival-slots', params);
@@ -226,10 +238,16 @@ async function fillSlots() {
     if (state.slotsAsked !== ask) return;
     select.replaceChildren(el('option', { value: '', text: '—' }));
     select.disabled = true;
-    hint.textContent = err.message;
+    const detail = err.details?.[0];
+    const outside = detail?.type === 'outside_service_area';
+    hint.textContent = outside ? 'Choose a venue we deliver to first.'
+      : detail?.message ? `${detail.message[0].toUpperCase()}${detail.message.slice(1)}.` : err.message;
+    if (outside) venueSays('We do not deliver to this place yet: pick a venue inside our service area.', 'error');
     return;
   }
   if (state.slotsAsked !== ask) return; // the date or venue changed meanwhile
+  if (params.lat) venueSays(`We deliver here (${answer.area}).`, 'success');
+  if (!date) return;
   const chosen = select.value; // kept when still offered (placing the venue re-reads the slots)
   const offered = new Set(answer.slots.map((s) => s.label));
   const pick = chosen === 'asap' && answer.asap ? 'asap' : offered.has(chosen) ? chosen : answer.default;

@@ -183,6 +183,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         # The dispatch-quality simulator (docs/quality.md): starts its own stores and app processes.
         from loadtests.quality import run as run_quality
 
+        # SIGTERM behaves like Ctrl-C, so the apps and stores it started are stopped either way.
+        signal.signal(signal.SIGTERM, _interrupt)
         return run_quality(args.scenario, args.strategies, args.out, args.chaos_redis_flush)
     from dispatch.simulate import run_simulation
 

@@ -434,3 +434,56 @@ async def test_an_offer_committed_slowly_still_gives_the_partner_the_whole_timeo
     doc = await order_doc(env, oid)
     assert doc["status"] == "assigned" and doc["partner_id"] == first
     assert (await env.audited(oid, "candidates"))["data"]["late_commit_ms"] >= 800
+
+
+async def test_after_a_redis_flush_every_open_order_is_assigned_again_without_an_admin(start_env: StartEnv) -> None:
+    # Four orders mid-offer (one partner each) and one waiting for a partner when Redis loses
+    # everything; the partners keep pinging, a fifth comes on duty, and everyone accepts what they
+    # are offered from then on. No sweep and no admin: the fleet index is rebuilt on the first
+    # ping that finds it gone, open offers are judged by MongoDB, and the waiting order is woken
+    # by the new partner.
+    env = await start_env(tuning=Tuning(sweep_s=3600, timer_poll_s=0.05), offer_timeout_s=1.5)
+    partners = [await env.partner(*near(300 + 400 * i, bearing=72 * i)) for i in range(4)]
+    oids = [(await env.order(*near(200, bearing=90 * i)))[1] for i in range(5)]
+
+    async def offered_or_waiting() -> bool:
+        docs = await env.db.orders.find({"_id": {"$in": oids}}, {"status": 1, "dispatch_exhausted": 1}).to_list(None)
+        return sorted(d["status"] for d in docs) == ["offered"] * 4 + ["placed"] and any(
+            d.get("dispatch_exhausted") for d in docs)
+
+    await until(offered_or_waiting, timeout=10)
+    await until(lambda: _persisted(env, [p for p, _ in partners]))
+    await asyncio.sleep(1.1)  # the next fix must be a second newer than the last
+    await env.redis.flushall()
+
+    fifth = await env.partner(*near(600, bearing=200))
+    everyone = [*partners, fifth]
+
+    async def take_offers(sock: Any) -> None:
+        answered: set[tuple[str, int]] = set()
+        while True:
+            for offer in list(sock.events["offer"]):
+                key = (offer["order_id"], offer["fence"])
+                if key not in answered:
+                    answered.add(key)
+                    ack = await sock.call("offer_reply", {"order_id": offer["order_id"], "accept": True})
+                    if ack.get("ok"):
+                        return
+            await asyncio.sleep(0.05)
+
+    async def keep_pinging(sock: Any, i: int) -> None:
+        while True:
+            await ping(sock, *near(300 + 400 * i + 1, bearing=72 * i))
+            await asyncio.sleep(1.05)
+
+    pingers = [asyncio.create_task(keep_pinging(s, i)) for i, (_, s) in enumerate(partners)]
+    try:
+        async with asyncio.timeout(25):
+            await asyncio.gather(*(take_offers(s) for _, s in everyone))
+    finally:
+        for task in pingers:
+            task.cancel()
+    docs = await env.db.orders.find({"_id": {"$in": oids}}).to_list(None)
+    assert all(d["status"] == "assigned" for d in docs), [(d["_id"], d["status"]) for d in docs]
+    assert sorted(d["partner_id"] for d in docs) == sorted(p for p, _ in everyone)
+    assert all(not any(h.get("by_role") == "admin" for h in d["history"]) for d in docs)

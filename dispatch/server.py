@@ -21,8 +21,8 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from core import jsonutil, keys
-from core.contracts import PARTNER_EVENTS, REVOKED_SESSION_KEY
+from core import jsonutil, keys, revocations
+from core.contracts import PARTNER_EVENTS
 from core.errors import AppError
 from core.settings import Settings
 from core.tasks import stop_if_cancelled
@@ -187,8 +187,10 @@ class SocketServer:
             claims = decode_access_token(self.settings, token)
         except AppError as exc:
             raise Refused(exc.code, exc.message) from None
-        redis = self.app[keys.REDIS]
-        if claims.session_id and await redis.exists(REVOKED_SESSION_KEY.format(sid=claims.session_id)):
+        # Durable: after Redis lost its data the revocations are reloaded from MongoDB first, so a
+        # logged-out token cannot open a socket in the moment before the watcher restores them.
+        if claims.session_id and await revocations.is_revoked(self.app[keys.DB], self.app[keys.REDIS],
+                                                              self.settings.access_token_ttl_s, claims.session_id):
             raise Refused("session_revoked", "this session has ended; sign in again")
         if claims.role == "partner":
             standing = await self.engine.partners.standing(claims.user_id)
@@ -324,10 +326,9 @@ class SocketServer:
         conns = list(self.conns.items())
         if not conns:
             return
-        redis = self.app[keys.REDIS]
-        sessions = sorted({c.session_id for _, c in conns if c.session_id})
-        flags = await redis.mget([REVOKED_SESSION_KEY.format(sid=s) for s in sessions]) if sessions else []
-        revoked = {s for s, flag in zip(sessions, flags, strict=True) if flag is not None}
+        revoked = await revocations.revoked_among(self.app[keys.DB], self.app[keys.REDIS],
+                                                  self.settings.access_token_ttl_s,
+                                                  (c.session_id for _, c in conns if c.session_id))
         # Standing comes through the directory's short cache, which bounds how late this is.
         standings = await self.engine.partners.standings({c.user_id for _, c in conns if c.role == "partner"})
         for sid, conn in conns:

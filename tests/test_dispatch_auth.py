@@ -56,6 +56,23 @@ async def test_connections_without_a_valid_token_are_refused_with_a_reason(start
     assert (await refusal(env, env.token(cid, "customer", session_id="gone")))["code"] == "session_revoked"
 
 
+async def test_a_logged_out_token_cannot_open_a_socket_after_redis_lost_its_data(start_env: StartEnv) -> None:
+    env = await start_env()
+    # The watcher that restores the Redis copy of revocations is stopped: the connect itself must
+    # ask MongoDB (before, it read Redis only and let the token in until the watcher caught up).
+    for task in asyncio.all_tasks():
+        if task.get_name() == "core:revocations:watch":
+            task.cancel()
+    cid = await make_customer(env.db)
+    await env.db.sessions.insert_one({"_id": "ended", "user_id": cid, "role": "customer", "revoked": 1,
+                                      "revoked_at": iso(), "revoked_ms": int(time.time() * 1000),
+                                      "revoke_reason": "logout"})
+    await env.redis.flushall()
+    assert (await refusal(env, env.token(cid, "customer", session_id="ended")))["code"] == "session_revoked"
+    live = await env.sock(env.token(cid, "customer", session_id="still-on"))
+    assert live.client.connected
+
+
 async def test_partners_must_be_approved_and_not_suspended(start_env: StartEnv) -> None:
     env = await start_env()
     suspended = await make_partner(env.db, status="suspended")

@@ -15,7 +15,7 @@ DOC = (Path(__file__).resolve().parent.parent / "docs" / "events.md").read_text(
 CLIENT_EVENTS = ("auth", "location", "location_batch", "availability", "offer_reply", "track", "fleet_subscribe",
                  "fleet_unsubscribe")
 SERVER_EVENTS = ("offer", "offer_revoked", "order_status", "partner_location", "fleet", "dispatch_alert",
-                 "payment_status")
+                 "payment_status", "auth_expired", "session_ended")
 MODELS = ("OrderEvent", "PaymentEvent", "PartnerEvent", "SessionEvent", "OfferReplyEvent", "LocationPoint",
           "OfferMessage",
           "OfferRevokedMessage", "OrderStatusMessage", "PartnerLocationMessage", "FleetMessage",

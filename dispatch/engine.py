@@ -208,6 +208,10 @@ class Engine:
 
     async def _order_event(self, event: OrderEvent) -> None:
         replaced = await self.live.on_order_event(event)
+        if event.status == "assigned" and event.partner_id:
+            # Here, in event order, not in the task spawned below: a reassignment handled with the
+            # next event must find this mark to clear it, or the first partner stays busy.
+            await self.fleet.set_job(event.partner_id, event.order_id)
         for pid in replaced:
             await self.fleet.clear_job_if(pid, event.order_id)
         if replaced and await self.offers.claim_once(f"replaced:{event.order_id}:{event.version}"):

@@ -172,9 +172,8 @@ class Offers:
             return
         if event.status != "offered":
             freed: list[str] = []
-            if event.status == "assigned" and event.partner_id:
-                await self.fleet.set_job(event.partner_id, event.order_id)
-            elif event.status in ENDED and event.partner_id:
+            # (An assignment's busy mark is set by the engine in event order, not here.)
+            if event.status in ENDED and event.partner_id:
                 await self.fleet.clear_job_if(event.partner_id, event.order_id)
                 freed.append(event.partner_id)
             reason = "cancelled" if event.status in CANCELLED else "taken"

@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from api.catalog import CATEGORIES, Snapshot, catalog_ctx, catalog_of
 from api.paging import PageQuery
 from api.routing import RouteTable
+from api.search import matches, package_text, query_words
 from core import jsonutil
 from core.errors import NotFound
 
@@ -22,7 +23,9 @@ Sort = Literal["price_asc", "price_desc", "rating", "newest", "name"]
 
 
 class PackageQuery(PageQuery):
-    q: str | None = Field(None, max_length=100, description="words to find in name, description or tags")
+    q: str | None = Field(None, max_length=100,
+                          description="words that must all be found in the name, description, category, tags "
+                                      "or features (prefixes, plurals and small typos count)")
     category: Category | None = None
     tag: str | None = Field(None, max_length=50)
     min_price: int | None = Field(None, ge=0, description="minor units")
@@ -44,11 +47,8 @@ def _matches(package: dict[str, Any], query: PackageQuery, words: list[str]) -> 
         return False
     if query.max_price is not None and package["price"] > query.max_price:
         return False
-    if words:
-        # Plain substring search over lower-cased text: user input is never a pattern.
-        haystack = " ".join([package["name"], package["description"], *package["tags"]]).lower()
-        return all(word in haystack for word in words)
-    return True
+    # User input is never a pattern: words are compared as text (api/search.py).
+    return not words or matches(package_text(package), words)
 
 
 def _sort_key(sort: str) -> Any:
@@ -63,7 +63,7 @@ def _sort_key(sort: str) -> Any:
 
 def search(snap: Snapshot, query: PackageQuery) -> dict[str, Any]:
     """Filter, sort and page the snapshot."""
-    words = (query.q or "").lower().split()
+    words = query_words(query.q)
     found = [p for p in snap.packages if _matches(p, query, words)]
     found.sort(key=_sort_key(query.sort))
     if query.sort == "newest":

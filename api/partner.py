@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import earnings
+from api.arrival import check_arrival, last_fix
 from api.orders import OrderListQuery, assigned_view, assigned_views
 from api.paging import PageQuery, page_body
 from api.routing import RouteTable
@@ -145,17 +146,24 @@ async def decline_offer(request: web.Request, *, user: Claims) -> web.Response:
 
 @routes.put("/partner/orders/{id}/status", summary="Move my order to its next state",
             body=StatusChange, roles=("partner",),
-            responses={404: "no such order assigned to you", 409: "not the next legal state"})
+            responses={404: "no such order assigned to you",
+                       409: "not the next legal state (illegal_transition); for `arrived`, no fresh position "
+                            "within the arrival radius of the venue (not_at_venue, position_stale, "
+                            "position_unknown; details say how far)"})
 async def change_status(request: web.Request, *, body: StatusChange, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     order_id = request.match_info["id"]
-    order = await db.orders.find_one({"_id": order_id}, {"partner_id": 1, "status": 1})
+    order = await db.orders.find_one({"_id": order_id}, {"partner_id": 1, "status": 1, "address": 1})
     if order is None or order.get("partner_id") != user.user_id:
         raise NotFound("no such order assigned to you")
     current = str(order.get("status"))
     if PARTNER_NEXT.get(current) != body.status:
         raise Conflict(f"an order that is {current} cannot become {body.status}", code="illegal_transition",
                        details={"status": current, "requested": body.status, "next": PARTNER_NEXT.get(current)})
+    if body.status == "arrived":
+        # The customer is told "your partner is at the venue": only a fresh fix near it says so.
+        fix = await last_fix(request.config_dict[keys.REDIS], db, user.user_id)
+        check_arrival(fix, order.get("address") or {}, request.config_dict[keys.SETTINGS])
     after = await OrderFlow(db, request.config_dict[keys.REDIS]).transition(
         order_id, body.status, by_role="partner", by_id=user.user_id, reason=body.note,
         allowed_from=frozenset({current}), expect={"partner_id": user.user_id},

@@ -119,7 +119,10 @@ class OfferReplyEvent(BaseModel):
 FLEET_GEO = "pp:fleet:geo"            # GEO set: partner_id -> last accepted position
 FLEET_SEEN = "pp:fleet:seen"          # ZSET: partner_id -> last accepted ping, ms since epoch
 FLEET_ONLINE = "pp:fleet:online"      # SET: partner ids that are on duty (availability online)
-PARTNER_STATE = "pp:partner:{partner_id}"  # HASH: lat, lng, ts, accuracy, speed, heading, online, order_id
+PARTNER_STATE = "pp:partner:{partner_id}"  # HASH: lat, lng, ts, accuracy, speed, heading, seen, online, order_id
+# A partner whose last fix is older than this many ping intervals is stale (skipped by matching,
+# grey on the map); the fix's age is now - min(ts, seen). dispatch.engine.STALE_INTERVALS agrees.
+STALE_AFTER_INTERVALS = 3
 
 # MongoDB collection written by the dispatch engine, read by admins through the API:
 # {_id, order_id, at (ISO), event: candidates|offer|reply|reply_refused|timeout|revoked|widen|alert|waiting|

@@ -135,10 +135,11 @@ class SimPartner:
             if self.job is None:
                 self.mover.wander()
             lat, lng = self.mover.step(interval)
-            if self.job is not None and self.mover.arrived():
-                self.at_pickup.set()
             await self._emit("location", {"lat": lat, "lng": lng, "ts": now_ms(), "accuracy": 8.0,
                                           "speed": round(self.mover.speed, 1), "heading": round(self.mover.heading)})
+            # Only once the server has the fix at the venue: "arrived" is refused from farther away.
+            if self.job is not None and self.mover.arrived():
+                self.at_pickup.set()
             await asyncio.sleep(interval * self.rng.uniform(0.9, 1.1))
 
     async def _emit(self, event: str, data: dict[str, Any]) -> Any:
@@ -170,31 +171,37 @@ class SimPartner:
 
     async def _do_job(self, order_id: str, lat: float, lng: float) -> None:
         try:
-            if not await self._status(order_id, "en_route"):
+            job = await self._status(order_id, "en_route")
+            if job is None:
                 return
+            # The offer's pickup is the venue snapped to a ~1 km grid; the job carries the venue itself.
+            venue = job.get("address") or {}
+            if isinstance(venue.get("lat"), float | int) and isinstance(venue.get("lng"), float | int):
+                lat, lng = float(venue["lat"]), float(venue["lng"])
             self.at_pickup.clear()
             self.mover.go_to(lat, lng)
             await self.at_pickup.wait()
             for step, wait in (("arrived", SETUP_S), ("setup_complete", EVENT_S), ("completed", 0.0)):
-                if not await self._status(order_id, step):
+                if await self._status(order_id, step) is None:
                     return
                 await asyncio.sleep(wait)
         finally:
             self.job = None
 
-    async def _status(self, order_id: str, status: str) -> bool:
-        """PUT the next status over REST; a missing endpoint or a refused change ends the job."""
+    async def _status(self, order_id: str, status: str) -> dict[str, Any] | None:
+        """PUT the next status over REST: the job after it, or None when refused (which ends the job)."""
         url = f"{self.base_url}/api/partner/orders/{order_id}/status"
         try:
             async with self.http.put(url, json={"status": status},
                                      headers={"Authorization": f"Bearer {self.token}"}) as resp:
                 if resp.status >= 400:
                     logger.info("simulated partner could not set %s (%s)", status, resp.status)
-                    return False
-                return True
+                    return None
+                body = await resp.json()
+                return body if isinstance(body, dict) else {}
         except aiohttp.ClientError as exc:
             logger.info("simulated partner could not reach the API: %s", type(exc).__name__)
-            return False
+            return None
 
     async def close(self) -> None:
         for task in list(self.tasks):

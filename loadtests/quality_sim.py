@@ -633,8 +633,24 @@ class SimPartner:
             return
         self.world.accepted[seen.order_id] = self.world.clock.now()
         self.world.changed.set()
-        pickup = offer.get("pickup") or {}
+        # The offer's pickup is the venue snapped to a ~1 km grid: drive to the venue itself, which the
+        # job carries once it is ours ("arrived" is refused farther than a few hundred metres away).
+        pickup = await self._venue(seen.order_id) or offer.get("pickup") or {}
         self.world.spawn(self._do_job(seen.order_id, float(pickup["lat"]), float(pickup["lng"])))
+
+    async def _venue(self, order_id: str) -> dict[str, float] | None:
+        """The exact venue of an order assigned to this partner (`GET /api/partner/orders/my`)."""
+        url = f"{self.world.base_url}/api/partner/orders/my?status=assigned&limit=100"
+        try:
+            async with self.world.http.get(url, headers={"Authorization": f"Bearer {self.token}"}) as resp:
+                body = await resp.json() if resp.status == 200 else {}
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        for item in body.get("items") or []:
+            address = item.get("address") or {}
+            if str(item.get("id")) == order_id and "lat" in address and "lng" in address:
+                return {"lat": float(address["lat"]), "lng": float(address["lng"])}
+        return None
 
     async def _job_is_mine(self, order_id: str) -> bool:
         """Whether the server has the order assigned to this partner (`GET /api/partner/orders/my`)."""
@@ -666,6 +682,7 @@ class SimPartner:
                 return
             self.leg = (here[0], here[1], lat, lng, now, now + travel_s)
             await clock.sleep(travel_s)
+            await self._caught_up()  # "arrived" is refused until the server has them at the venue
             if not await self._status(order_id, "arrived"):
                 return
             await clock.sleep(s.orders.setup_min * 60)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from api.catalog import CATALOG_VERSION_KEY
+from api.seed import PACKAGES, seed_packages
 from core.settings import Settings
 from partypilot.app import create_app
 from tests.helpers import bearer, db_of, make_package, make_user
@@ -23,9 +27,10 @@ async def _catalog(app: web.Application) -> dict[str, str]:
                                     tags=["birthday", "balloons"], created_at="2026-01-01T00:00:00.000Z"),
         "mid": await make_package(db, name="Garden Mehendi", price=4_000_000, category="Weddings",
                                   description="Swings (and flowers) for the mehendi", tags=["mehendi"],
+                                  features=["Swings"],
                                   created_at="2026-03-01T00:00:00.000Z", rating_avg=4.5, rating_count=2),
         "dear": await make_package(db, name="Royal Reception", price=9_000_000, category="Weddings",
-                                   tags=["reception"], created_at="2026-02-01T00:00:00.000Z"),
+                                   tags=["reception"], features=["Stage"], created_at="2026-02-01T00:00:00.000Z"),
         "archived": await make_package(db, name="Old Balloon Show", price=100_000, active=0),
     }
 
@@ -162,3 +167,32 @@ async def test_a_lost_change_message_is_caught_by_the_version_check(
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(seen(), timeout=3)
+
+
+async def test_every_search_the_page_suggests_finds_packages(client: TestClient[Any, Any]) -> None:
+    """The search box's placeholder names examples; each one finds something in the demo catalog."""
+    await seed_packages(db_of(client.app), "INR")
+    html = (Path(__file__).resolve().parent.parent / "frontend" / "customer.html").read_text()
+    placeholder = re.search(r'id="q"[^>]*placeholder="([^"]+)"', html)
+    assert placeholder is not None
+    terms = [t.strip(" ….") for t in placeholder.group(1).split(",")]
+    assert len(terms) >= 3
+    for term in terms:
+        assert await _names(client, f"q={quote(term)}"), term
+
+
+async def test_search_matches_every_word_across_category_features_plurals_typos_and_accents(
+        client: TestClient[Any, Any]) -> None:
+    await seed_packages(db_of(client.app), "INR")
+    weddings = {p.name for p in PACKAGES["Weddings"]}
+    assert set(await _names(client, "q=wedding&limit=100")) == weddings  # the category counts
+    assert set(await _names(client, "q=WEDDINGS&limit=100")) == weddings  # and plurals
+    assert set(await _names(client, "q=weding&limit=100")) == weddings  # and a typo
+    assert await _names(client, "q=garden%20wedding") == ["Mehendi Garden Setup"]  # every word, anywhere
+    assert await _names(client, "q=karaoke") == ["Karaoke Night"]
+    assert await _names(client, "q=superhro") == ["Superhero Training Camp"]
+    assert await _names(client, "q=snow%20machine") == ["Christmas Wonderland"]  # a feature
+    assert "Royal Mandap Décor" in await _names(client, "q=mandap%20decor")  # accents fold
+    assert await _names(client, "q=karaoke%20wedding") == []  # all words must match
+    # A short word is not a typo of anything, and "lights" is not "nights".
+    assert "Arabian Nights Lounge" not in await _names(client, "q=lights&limit=100")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from core import keys
 from core.contracts import FLEET_ONLINE, PARTNER_STATE
 from core.settings import Settings
 from core.tokens import Role
+from geo.distance import destination
 from partypilot.app import create_app
 from tests.browser_helpers import Browsing, Chromium, browse, chromium, free_port
 
@@ -382,6 +384,9 @@ async def test_partner_accepts_an_offer_and_the_customer_watches_it_live(
         assert (await offer.locator(".countdown").inner_text()).endswith(" s")
         await offer.get_by_role("button", name="Accept").click()
         await crew.page.get_by_role("button", name="Start driving").wait_for()
+        # The partner goes to the venue: there is no pickup to head to.
+        await crew.page.get_by_text("Tap \"Start driving\" when you set off for the venue").wait_for()
+        assert await crew.page.get_by_text("pickup").count() == 0
 
         # The customer's page learns of the assignment and starts tracking the partner live.
         await buyer.page.locator("#order-detail-status", has_text="Partner assigned").wait_for()
@@ -396,9 +401,23 @@ async def test_partner_accepts_an_offer_and_the_customer_watches_it_live(
         order = await site.db.orders.find_one({"_id": order_id})
         assert order["status"] == "en_route" and order["partner_id"] == partner_id
 
+        # About 730 m from the venue: "I've arrived" is refused, saying how far, and the customer
+        # is not told the partner is there.
+        await crew.page.get_by_role("button", name="I've arrived").click()
+        refusal = crew.page.locator("#job .status", has_text="from the venue")
+        await refusal.wait_for()
+        assert (await refusal.inner_text()).startswith("You are 7")
+        assert "within 300 m" in await refusal.inner_text()
+        assert (await site.db.orders.find_one({"_id": order_id}))["status"] == "en_route"
+        assert "at the venue" not in await buyer.page.locator("#eta").inner_text()
+        # At the venue (a rough fix: the phone's accuracy is allowed for), the same tap works.
+        await crew.page.context.set_geolocation({"latitude": 12.94, "longitude": 77.62, "accuracy": 700})
         for step, after in [("I've arrived", "Setup is done"), ("Setup is done", "Complete the job")]:
             await crew.page.get_by_role("button", name=step).click()
             await crew.page.get_by_role("button", name=after).wait_for()
+        await buyer.page.locator("#eta", has_text="Your partner is at the venue.").wait_for()
+        # Chromium logs every 4xx answer; the one 409 is the refused arrival above.
+        crew.errors = [e for e in crew.errors if not ("status of 409" in e and f"/orders/{order_id}/status" in e)]
         await crew.page.get_by_role("button", name="Complete the job").click()
         await crew.page.locator("#job .empty").wait_for()
 
@@ -548,3 +567,143 @@ async def test_a_shared_tracking_link_follows_the_order_without_signing_in(site:
         await b.page.locator("#tracking").wait_for(state="visible")
         assert "Sign in" not in await b.page.locator("#main").inner_text()
         b.assert_no_errors()
+
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+# Far from where maps open (central Bengaluru): a map that does not follow the order misses both pins.
+FAR_VENUE = (12.86, 77.75)
+# How many of the tracking map's pins (partner and venue) are drawn inside the map's box.
+PINS_IN_VIEW = """() => {
+  const box = document.querySelector('#track-map').getBoundingClientRect();
+  return [...document.querySelectorAll('#track-map .leaflet-marker-icon')].filter((pin) => {
+    const r = pin.getBoundingClientRect();
+    const x = r.left + r.width / 2; const y = r.top + r.height / 2;
+    return x >= box.left && x <= box.right && y >= box.top && y <= box.bottom;
+  }).length;
+}"""
+
+
+async def new_customer(site: Site, token_for: Callable[[str, Role], str], email: str) -> str:
+    """A customer account and its access token (for orders placed over the API)."""
+    user_id = uuid.uuid4().hex
+    await site.db.users.insert_one({"_id": user_id, "role": "customer", "email": email, "name": "Tara",
+                                    "addresses": [], "created_at": "2026-01-01T00:00:00.000Z", "deleted": 0})
+    return token_for(user_id, "customer")
+
+
+async def test_tracking_map_keeps_partner_and_venue_in_view_through_assignment_and_movement(
+        site: Site, chromium: Chromium, token_for: Callable[[str, Role], str]) -> None:
+    package = await site.add_package("Boho Picnic")
+    partner_id = await add_partner(site, "Kiran Shetty", "kiran@example.com")
+    crew = token_for(partner_id, "partner")
+    t = int(time.time() * 1000) - 10_000
+    north = destination(*FAR_VENUE, 0, 400)
+    await site.call("PUT", "/api/partner/location", token=crew,
+                    json={"lat": north[0], "lng": north[1], "accuracy": 10, "ts": t})
+    async with browse(chromium, **PHONE) as b:
+        page = b.page
+        await page.goto(site.url + "/customer")
+        await page.locator("#account").get_by_role("button", name="Sign in").click()
+        await sign_in(b, "tara@example.com")
+        await page.get_by_role("button", name="Sign out").wait_for()
+        customer = await site.db.users.find_one({"email": "tara@example.com"})
+        order = await place_order(site, token_for(customer["_id"], "customer"), package["id"], *FAR_VENUE)
+        await page.get_by_role("tab", name="My orders").click()
+        await page.get_by_role("button", name="Details of Boho Picnic").click()
+        await page.locator("#order-detail-title").wait_for()
+        assert await page.locator("#tracking").is_hidden()
+
+        # Assigned while the page is open (the page had seen this order before): both pins in view.
+        await site.call("PUT", f"/api/admin/orders/{order['id']}/assign", json={"partner_id": partner_id})
+        await page.locator("#order-detail-status", has_text="Partner assigned").wait_for()
+        await page.locator("#freshness", has_text="Last update").wait_for()
+        await page.wait_for_function(f"({PINS_IN_VIEW})() === 2")
+
+        # The partner drives 300 m farther north, past the top of the view: the map follows.
+        farther = destination(*FAR_VENUE, 0, 700)
+        await site.call("PUT", "/api/partner/location", token=crew,
+                        json={"lat": farther[0], "lng": farther[1], "accuracy": 10, "ts": t + 4_000})
+        await asyncio.sleep(4.5)  # the marker glides over the 4 s between the two fixes
+        assert await page.evaluate(PINS_IN_VIEW) == 2
+
+        # The viewer zooms in themselves: the map stops following and offers to come back.
+        await page.locator("#track-map").get_by_role("button", name="Zoom in").click()
+        recentre = page.get_by_role("button", name="Show partner and venue")
+        await recentre.wait_for()
+        await recentre.click()
+        await page.wait_for_function(f"({PINS_IN_VIEW})() === 2")
+        assert await recentre.is_hidden()
+        b.assert_no_errors()
+
+
+async def test_a_manual_assignment_reaches_the_partners_phone_at_once(
+        site: Site, chromium: Chromium, token_for: Callable[[str, Role], str]) -> None:
+    package = await site.add_package("Magic Show Extravaganza")
+    ravi = await add_partner(site, "Ravi Kumar", "ravi@example.com")
+    meena = await add_partner(site, "Meena Iyer", "meena@example.com")
+    here = {"latitude": 12.9352, "longitude": 77.6245, "accuracy": 10}
+    async with browse(chromium, geolocation=here, permissions=["geolocation"], **PHONE) as crew, \
+            browse(chromium, **PHONE) as other:
+        await crew.page.goto(site.url + "/partner")
+        await sign_in(crew, "ravi@example.com")
+        await crew.page.get_by_role("button", name="Go on duty").click()
+
+        async def ready_for_offers() -> bool:
+            fields = await site.redis.hgetall(PARTNER_STATE.format(partner_id=ravi))
+            return "lat" in fields and bool(await site.redis.sismember(FLEET_ONLINE, ravi))
+
+        await eventually(ready_for_offers)
+        await other.page.goto(site.url + "/partner")
+        await sign_in(other, "meena@example.com")
+        await other.page.locator("#job .empty").wait_for()
+
+        order = await place_order(site, await new_customer(site, token_for, "tara@example.com"), package["id"],
+                                  lat=12.9352, lng=77.6245)
+        offer = crew.page.locator(f"article.offer[data-id='{order['id']}']")
+        await offer.wait_for(timeout=15_000)
+
+        # The admin gives the order to Ravi: the countdown stops and the job shows, well before the
+        # page's 60 s poll.
+        await site.call("PUT", f"/api/admin/orders/{order['id']}/assign", json={"partner_id": ravi})
+        await crew.page.get_by_role("button", name="Start driving").wait_for(timeout=5_000)
+        await offer.wait_for(state="detached", timeout=5_000)
+        await crew.page.get_by_text("A new job was assigned to you").wait_for()
+
+        # Reassigned to Meena: Ravi is told he need not go, Meena's phone shows the job.
+        await site.call("PUT", f"/api/admin/orders/{order['id']}/assign", json={"partner_id": meena})
+        await crew.page.get_by_text("reassigned to another partner").wait_for(timeout=5_000)
+        await crew.page.locator("#job .empty").wait_for(timeout=5_000)
+        await other.page.get_by_role("button", name="Start driving").wait_for(timeout=5_000)
+        crew.assert_no_errors()
+        other.assert_no_errors()
+
+
+async def test_partner_sees_its_position_age_and_when_the_server_will_call_it_stale(
+        site: Site, chromium: Chromium) -> None:
+    await add_partner(site, "Ravi Kumar", "ravi@example.com")
+    here = {"latitude": 12.95, "longitude": 77.60, "accuracy": 10}
+    async with browse(chromium, geolocation=here, permissions=["geolocation"], **PHONE) as b:
+        page = b.page
+        await page.clock.install()
+        await page.goto(site.url + "/partner")
+        await sign_in(b, "ravi@example.com")
+        job, line = page.locator("#job"), page.locator("#last-fix")
+        await job.get_by_text("Go on duty to receive offers.").wait_for()
+        await page.get_by_role("button", name="Go on duty").click()
+        # On duty: the empty job card no longer tells them to go on duty.
+        await job.get_by_text("You are on duty").wait_for()
+        assert await job.get_by_text("Go on duty").count() == 0
+        await line.filter(has_text="Last position shared").wait_for()
+        # The page's clock runs 50 s ahead of the phone's fixes: their age must grow by itself.
+        await page.clock.fast_forward(50_000)
+        await line.filter(has_text="stop getting offers").wait_for()
+        assert await line.get_attribute("data-state") == "late"
+        assert re.search(r"shared [45]\d s ago", await line.inner_text())
+        await page.clock.fast_forward(45_000)
+        await line.filter(has_text="sends you no offers").wait_for()
+        assert await line.get_attribute("data-state") == "stale"
+
+        await page.get_by_role("button", name="Go off duty").click()
+        await job.get_by_text("Go on duty to receive offers.").wait_for()
+        await line.filter(has_text="Off duty").wait_for()
+        assert await job.get_by_text("new offers appear").count() == 0

@@ -5,14 +5,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from core.contracts import FLEET_SEEN, OFFER_EVENTS, OfferReplyEvent
+from core import keys
+from core.contracts import (
+    FLEET_SEEN,
+    OFFER_EVENTS,
+    PARTNER_POSITIONS,
+    PARTNER_STATE,
+    STALE_AFTER_INTERVALS,
+    OfferReplyEvent,
+)
 from core.jsonutil import now_ms
+from geo.distance import destination
 from tests.helpers import (
+    BENGALURU,
     bearer,
     db_of,
     make_order,
@@ -141,6 +152,8 @@ async def test_partner_walks_the_job_one_legal_step_at_a_time(
     not_mine = await client.put(url, json={"status": "en_route"}, headers=bearer(token_for(other, "partner")))
     assert not_mine.status == 404
     assert (await client.put(url, json={"status": "cancelled"}, headers=auth)).status == 422
+    at_venue = {**BENGALURU, "accuracy": 10, "ts": now_ms()}
+    assert (await client.put("/api/partner/location", json=at_venue, headers=auth)).status == 200
     for status in ("en_route", "arrived", "setup_complete", "completed"):
         resp = await client.put(url, json={"status": status}, headers=auth)
         assert resp.status == 200, status
@@ -212,3 +225,72 @@ async def test_earnings_per_order_and_period_after_commission(
     assert [p["period"] for p in weekly["periods"]] == ["2026-W47", "2026-W45", "2026-W41"]
     bad = await client.get("/api/partner/earnings?period=decade", headers=bearer(token_for(me, "partner")))
     assert bad.status == 422
+
+
+async def test_arrival_needs_a_fresh_position_near_the_venue(
+    client: TestClient[Any, Any], token_for: Callable[..., str], redis: Redis
+) -> None:
+    db = db_of(client.app)
+    me = await make_partner(db)
+    auth = bearer(token_for(me, "partner"))
+    order_id = await make_order(db, await make_user(db), status="en_route", partner_id=me)
+    url = f"/api/partner/orders/{order_id}/status"
+    venue = (BENGALURU["lat"], BENGALURU["lng"])
+    radius = client.app[keys.SETTINGS].arrival_radius_m
+    assert radius == 300  # PARTYPILOT_ARRIVAL_RADIUS_M
+
+    async def arrive() -> tuple[int, dict[str, Any]]:
+        resp = await client.put(url, json={"status": "arrived"}, headers=auth)
+        return resp.status, await resp.json()
+
+    async def fix(lat: float, lng: float, ts: int, accuracy: float = 10) -> None:
+        resp = await client.put("/api/partner/location", json={"lat": lat, "lng": lng, "accuracy": accuracy,
+                                                               "ts": ts}, headers=auth)
+        body = await resp.json()
+        assert body["accepted"] == 1, body
+
+    status, body = await arrive()  # never shared a position
+    assert status == 409 and body["error"]["code"] == "position_unknown"
+
+    t = now_ms() - 80_000
+    await fix(*destination(*venue, 90, 3_100), ts=t)  # 3.1 km east
+    status, body = await arrive()
+    assert status == 409 and body["error"]["code"] == "not_at_venue"
+    assert body["error"]["details"]["radius_m"] == 300 and 3_050 < body["error"]["details"]["distance_m"] < 3_150
+    assert body["error"]["message"].startswith("You are 3.1 km from the venue")
+
+    # A fix is judged by its own time: one taken two minutes ago is stale, whenever it arrived.
+    await redis.hset(PARTNER_STATE.format(partner_id=me), "ts", str(now_ms() - 120_000))
+    status, body = await arrive()
+    assert status == 409 and body["error"]["code"] == "position_stale"
+    assert body["error"]["details"]["stale_after_s"] == 90
+
+    # 380 m away with a ±100 m fix: within the radius once the fix's own uncertainty is allowed for.
+    await fix(*destination(*venue, 90, 380), ts=now_ms(), accuracy=100)
+    status, body = await arrive()
+    assert status == 200 and body["status"] == "arrived"
+    order = await db.orders.find_one({"_id": order_id})
+    assert order is not None and order["status"] == "arrived"
+
+
+async def test_arrival_reads_mongodbs_copy_of_the_position_when_redis_lost_it(
+    client: TestClient[Any, Any], token_for: Callable[..., str], redis: Redis
+) -> None:
+    db = db_of(client.app)
+    me = await make_partner(db)
+    order_id = await make_order(db, await make_user(db), status="en_route", partner_id=me)
+    far = destination(BENGALURU["lat"], BENGALURU["lng"], 0, 2_000)
+    await db[PARTNER_POSITIONS].insert_one({"_id": me, "lat": far[0], "lng": far[1], "ts": now_ms(),
+                                            "seen": now_ms(), "online": 1})
+    assert not await redis.exists(PARTNER_STATE.format(partner_id=me))
+    resp = await client.put(f"/api/partner/orders/{order_id}/status", json={"status": "arrived"},
+                            headers=bearer(token_for(me, "partner")))
+    assert resp.status == 409 and (await resp.json())["error"]["details"]["distance_m"] == 2_000
+
+
+def test_the_api_the_engine_and_the_pages_agree_on_when_a_partner_is_stale() -> None:
+    from dispatch.engine import STALE_INTERVALS
+
+    config = (Path(__file__).resolve().parent.parent / "frontend" / "js" / "config.js").read_text()
+    assert STALE_INTERVALS == STALE_AFTER_INTERVALS
+    assert f"export const STALE_AFTER_INTERVALS = {STALE_AFTER_INTERVALS};" in config

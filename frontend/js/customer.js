@@ -407,8 +407,8 @@ $('#order-form').addEventListener('submit', async (e) => {
       if (order.status === 'pending_payment') {
         showCheckout(order);  // the order waits for its money: pay straight away
       } else {
-        toast('Order placed. We are finding a partner near you.', 'success');
         await openOrder(order.id, order);
+        placedToast(state.orders.get(order.id) ?? order);  // a push may have moved it on already
       }
     } catch (err) {
       if (err instanceof ApiError && err.fieldMessages) throw new Error(`${err.message}: ${err.fieldMessages}`);
@@ -704,8 +704,22 @@ function reviewBlock(order) {
 
 // ---- live updates --------------------------------------------------------------------------
 
+const SEARCHING = new Set(['placed', 'offered']);
+
+/** "We are finding a partner" only while we are: withdrawn as soon as the order moves on. */
+function placedToast(order) {
+  state.placedToast?.item.remove();
+  const text = SEARCHING.has(order.status) ? 'Order placed. We are finding a partner near you.'
+    : `Order placed. ${statusLabel(order.status)}.`;
+  state.placedToast = { orderId: order.id, item: toast(text, 'success') };
+}
+
 function onOrderStatus(msg) {
   const fresh = state.conn?.seen(`order:${msg.order_id}`, msg.version);
+  if (state.placedToast?.orderId === msg.order_id && !SEARCHING.has(msg.status)) {
+    state.placedToast.item.remove();
+    state.placedToast = null;
+  }
   if (fresh === null) return;
   const known = state.orders.get(msg.order_id);
   if (known) {

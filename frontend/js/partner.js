@@ -4,7 +4,7 @@ import { get, post, put, itemsOf, ApiError, refresh, currentUser } from './api.j
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
 import { queuePing, peekPings, dropPings, countPings, queueAction, peekActions, dropAction } from './queue.js';
-import { PING_INTERVAL_MS, WEAK_GPS_M } from './config.js';
+import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS, WEAK_GPS_M } from './config.js';
 import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, ago, toast, etaWindow } from './ui.js';
 
 const ACTIVE = ['assigned', 'en_route', 'arrived', 'setup_complete'];
@@ -17,8 +17,12 @@ const NEXT = {
 // Worth sending again later; any other refusal is about the fix itself and retrying cannot help.
 const RETRY_CODES = new Set(['unavailable', 'timeout', 'rate_limited', 'token_expired']);
 
-const duty = { on: false, watchId: null, wakeLock: null, lastFix: null, lastSentAt: 0, fallback: 0, flushing: false };
-const state = { user: null, conn: null, job: null, offers: new Map(), countdown: 0, jobTimer: 0 };
+const duty = { on: false, watchId: null, wakeLock: null, lastFix: null, lastSentAt: 0, fallback: 0, flushing: false,
+  sharedAt: 0, sentTs: 0, freshTimer: 0 };
+const state = { user: null, conn: null, job: null, jobLoaded: false, offers: new Map(), countdown: 0, jobTimer: 0 };
+// The server's rule (dispatch: a partner whose last fix is older than this is stale, greyed on the
+// fleet map and offered nothing). The age is the fix's own time, as the server counts it.
+const STALE_MS = PING_INTERVAL_MS * STALE_AFTER_INTERVALS;
 
 // ---- sign-in and registration --------------------------------------------------------------
 // A new partner signs in with a code first (that makes a customer account and proves the email
@@ -231,9 +235,28 @@ function connect() {
   const s = state.conn.socket;
   s.on('offer', (offer) => showOffer(offer));
   s.on('offer_revoked', (msg) => revokeOffer(msg.order_id, msg.reason));
-  s.on('order_status', (msg) => {
-    if (state.job && msg.order_id === state.job.id) loadJob().catch(() => {});
-  });
+  s.on('order_status', onOrderStatus);
+}
+
+/** An order of mine changed: assigned to me (an admin's manual assignment, say), taken away, cancelled. */
+function onOrderStatus(msg) {
+  // An order that moved past `offered` is no longer an offer to answer: stop its countdown.
+  if (msg.status !== 'offered' && state.offers.delete(msg.order_id)) renderOffers();
+  const wasMine = state.job?.id === msg.order_id;
+  const isMine = Boolean(msg.partner_id) && msg.partner_id === state.user?.id;
+  if (isMine && ACTIVE.includes(msg.status) && !wasMine) {
+    if (state.accepted !== msg.order_id) {
+      toast(msg.status === 'assigned' ? 'A new job was assigned to you: see "Current job".' : 'Your current job changed.',
+        'info');
+    }
+  } else if (wasMine && !isMine && ACTIVE.includes(msg.status)) {
+    toast('This job was reassigned to another partner: you do not need to go.', 'warn');
+  } else if (wasMine && msg.status === 'cancelled') {
+    toast('This job was cancelled: you do not need to go.', 'warn');
+  } else if (!wasMine && !isMine) {
+    return;
+  }
+  loadJob().catch(() => {});
 }
 
 // ---- duty, GPS and the outbox ---------------------------------------------------------------
@@ -246,6 +269,7 @@ function goOnDuty() {
     return;
   }
   duty.on = true;
+  duty.sharedAt = 0;  // "waiting for your first position" until the server accepts one
   rememberDuty(true);
   banner('resume', null);
   renderDuty();
@@ -298,6 +322,39 @@ function renderDuty() {
   btn.textContent = duty.on ? 'Go off duty' : 'Go on duty';
   btn.className = duty.on ? 'danger big' : 'primary big';
   $('#gps-chip').hidden = !duty.on;
+  if (state.jobLoaded) renderJob();  // its words depend on being on duty
+  clearInterval(duty.freshTimer);
+  if (duty.on) duty.freshTimer = setInterval(renderFreshness, 1000);
+  renderFreshness();
+}
+
+/** How old the last position the server accepted is, ticking, and what the server makes of it. */
+function renderFreshness() {
+  const line = $('#last-fix');
+  if (!duty.on) {
+    line.textContent = 'Off duty: your position is not shared and no offers reach you.';
+    line.dataset.state = 'off';
+    return;
+  }
+  if (!duty.sharedAt) {
+    line.textContent = 'Waiting for your first position to reach PartyPilot…';
+    line.dataset.state = 'waiting';
+    return;
+  }
+  const age = Date.now() - duty.sharedAt;
+  const staleIn = Math.max(0, Math.ceil((STALE_MS - age) / 1000));
+  if (age > STALE_MS) {
+    line.textContent = `Last position shared ${ago(duty.sharedAt)}. PartyPilot now shows you as out of date and `
+      + 'sends you no offers. Keep this page open on screen with location on; it updates by itself.';
+    line.dataset.state = 'stale';
+  } else if (age > PING_INTERVAL_MS * 1.5) {
+    line.textContent = `Last position shared ${ago(duty.sharedAt)}. Without a new one in ${staleIn} s you stop `
+      + 'getting offers: keep this page open with location on.';
+    line.dataset.state = 'late';
+  } else {
+    line.textContent = `Last position shared ${ago(duty.sharedAt)}.`;
+    line.dataset.state = 'fresh';
+  }
 }
 
 async function holdWakeLock() {
@@ -333,7 +390,14 @@ function onGeoError(err) {
 }
 
 function onFix(pos) {
-  if (!duty.on) return;
+  const point = readFix(pos);
+  // Throttle to the ping interval: the watch may fire every second.
+  if (point && Date.now() - duty.lastSentAt >= PING_INTERVAL_MS) sendFix(point);
+}
+
+/** A watch or one-off position as a fix to send; updates the GPS chip. */
+function readFix(pos) {
+  if (!duty.on) return null;
   banner('gps', null);
   const c = pos.coords;
   const point = { lat: c.latitude, lng: c.longitude, ts: Math.round(pos.timestamp || Date.now()) };
@@ -345,8 +409,7 @@ function onFix(pos) {
   const weak = point.accuracy > WEAK_GPS_M;
   chip.textContent = weak ? `Weak GPS (±${Math.round(point.accuracy)} m)` : `GPS ±${Math.round(point.accuracy ?? 0)} m`;
   chip.className = weak ? 'chip warn' : 'chip ok';
-  // Throttle to the ping interval: the watch may fire every second.
-  if (Date.now() - duty.lastSentAt >= PING_INTERVAL_MS) sendFix(point);
+  return point;
 }
 
 /** On a status change: share a fresh position at once, whatever the throttle says. */
@@ -362,17 +425,26 @@ function sendNow() {
 async function sendFix(point) {
   if (!point) return;
   duty.lastSentAt = Date.now();
-  $('#last-fix').textContent = `Last position shared ${ago(point.ts)}`;
+  duty.sentTs = Math.max(duty.sentTs, point.ts);
   if (!state.conn?.socket.connected) {
     await queuePing(point);
     renderQueue();
-    return;
+    return false;
   }
   const ack = await state.conn.emit('location', point);
   if (ack?.ok === false && RETRY_CODES.has(ack.error?.code)) {
     await queuePing(point);
     renderQueue();
   }
+  if (ack?.ok !== false && (ack?.accepted ?? 1) > 0) shared(point.ts);
+  return ack?.ok !== false;
+}
+
+/** The server accepted a fix taken at `ts`: its age counts from then (never from the future). */
+function shared(ts) {
+  const at = Math.min(Number(ts) || Date.now(), Date.now());
+  if (at > duty.sharedAt) duty.sharedAt = at;
+  renderFreshness();
 }
 
 /** Send queued fixes in ts order as location_batch, then queued status changes. */
@@ -385,6 +457,7 @@ async function flush() {
       if (!points.length) break;
       const ack = await state.conn.emit('location_batch', { points });
       if (ack?.ok === false && RETRY_CODES.has(ack.error?.code)) break;
+      if (ack?.ok !== false && ack?.accepted > 0) shared(Math.max(...points.map((p) => p.ts)));
       // Accepted or refused on its merits: either way these fixes are done.
       await dropPings(points);
     }
@@ -453,12 +526,13 @@ function renderOffers() {
   const cards = [...state.offers.values()].map((offer) => {
     const status = el('p', { class: 'status', role: 'status', hidden: true });
     const reply = (accept) => (e) => busy(e.currentTarget, status, async () => {
+      if (accept) state.accepted = offer.order_id;  // its `assigned` push (often before the ack) is no news
       const ack = await state.conn.emit('offer_reply', { order_id: offer.order_id, accept });
       if (ack?.ok === false) throw new Error(ack.error?.message ?? 'The offer could not be answered.');
       state.offers.delete(offer.order_id);
       renderOffers();
       if (accept) {
-        toast('Job accepted. Head to the pickup when ready.', 'success');
+        toast('Job accepted. Tap "Start driving" when you set off for the venue.', 'success');
         await loadJob();
         sendNow();
       }
@@ -519,6 +593,7 @@ async function loadJob() {
     throw err;
   }
   state.job = items.find((o) => ACTIVE.includes(o.status)) ?? null;
+  state.jobLoaded = true;
   renderJob();
 }
 
@@ -526,7 +601,8 @@ function renderJob() {
   const box = $('#job');
   const job = state.job;
   if (!job) {
-    mount(box, empty(duty.on ? 'No job right now. Offers appear here.' : 'No job right now. Go on duty to receive offers.'));
+    mount(box, empty(duty.on ? 'No job right now. You are on duty: new offers appear at the top of this page.'
+      : 'No job right now. Go on duty to receive offers.'));
     return;
   }
   const a = job.address ?? {};
@@ -554,7 +630,22 @@ function renderJob() {
     status);
 }
 
+/** Share a position taken now and wait for the server's answer ("I've arrived" is judged by it). */
+function shareFreshFix() {
+  if (!duty.on || !navigator.geolocation) return Promise.resolve(false);
+  // Failing a new fix in time, the watch's latest one if the server has not had it yet (the
+  // throttle may have held it back).
+  const latest = () => (duty.lastFix && duty.lastFix.ts > duty.sentTs ? sendFix(duty.lastFix).catch(() => false) : false);
+  return new Promise((resolve) => {
+    navigator.geolocation.getCurrentPosition((pos) => {
+      const point = readFix(pos);
+      resolve(point ? sendFix(point).catch(() => false) : latest());
+    }, () => resolve(latest()), { enableHighAccuracy: true, maximumAge: 5_000, timeout: 4_000 });
+  });
+}
+
 async function advance(job, next) {
+  if (next === 'arrived') await shareFreshFix();
   try {
     const after = await put(`/api/partner/orders/${encodeURIComponent(job.id)}/status`, { status: next });
     state.job = ACTIVE.includes(after.status) ? after : null;
@@ -566,7 +657,7 @@ async function advance(job, next) {
     toast('You are offline: the status change will be sent when you reconnect.', 'warn');
   }
   renderJob();
-  sendNow();  // a status change sends the position at once
+  if (next !== 'arrived') sendNow();  // a status change sends the position at once (arrival just did)
   if (next === 'completed') loadEarnings();
 }
 

@@ -1,13 +1,19 @@
 // Live tracking of one order for its customer: the partner's marker (smoothed, frozen when
 // stale), the venue, an ETA window, and "last update N s ago". Shown from assignment until
-// completion; hidden again afterwards.
+// completion; hidden again afterwards. The map keeps the partner and the venue in view: it fits
+// both whenever the order's state or partner changes, and again when the partner is about to
+// leave the view, until the viewer pans or zooms (a button brings the following back).
 import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS } from './config.js';
 import { createMap, pinIcon, SmoothMarker } from './map.js';
-import { ago, etaWindow, initials } from './ui.js';
+import { ago, el, etaWindow, initials } from './ui.js';
 
 export const TRACKABLE = new Set(['assigned', 'en_route', 'arrived', 'setup_complete']);
 const FINISHED = new Set(['completed', 'cancelled', 'refunded']);
 const STALE_MS = PING_INTERVAL_MS * STALE_AFTER_INTERVALS;
+const FIT_PADDING_PX = 56;  // clear of the zoom buttons and the pins' own size
+const FIT_MAX_ZOOM = 16;
+// Re-fit when the partner comes this close to the map's edge (a share of the visible span).
+const EDGE_MARGIN = -0.1;
 
 export class OrderTracker {
   /** els: { section, map, eta, freshness }; conn: from connectSocket() (or null). */
@@ -21,6 +27,63 @@ export class OrderTracker {
     this.lastFixAt = 0;
     this.timer = 0;
     this.subscribed = false;
+    this.fitKey = '';       // order, status and partner the view was last fitted for
+    this.following = true;  // false once the viewer moved the map themselves
+    this.fitting = false;   // true while we move the map (so our own zooms are not the viewer's)
+    this.recentre = null;
+  }
+
+  ensureMap() {
+    if (this.map) return;
+    this.map = createMap(this.els.map);
+    // Leaflet fires dragstart for the viewer's drags only; zooms are the viewer's unless we are fitting.
+    this.map.on('dragstart', () => this.setFollowing(false));
+    this.map.on('zoomstart', () => { if (!this.fitting) this.setFollowing(false); });
+    const Recentre = window.L.Control.extend({
+      onAdd: () => {
+        const button = el('button', { type: 'button', class: 'map-recentre', text: 'Show partner and venue',
+          on: { click: (e) => { e.stopPropagation(); this.setFollowing(true); this.fit(); } } });
+        window.L.DomEvent.disableClickPropagation(button);
+        button.hidden = true;
+        this.recentre = button;
+        return button;
+      },
+    });
+    new Recentre({ position: 'bottomleft' }).addTo(this.map);
+  }
+
+  setFollowing(on) {
+    this.following = on;
+    if (this.recentre) this.recentre.hidden = on;
+  }
+
+  /** Fit the view to the partner's latest fix and the venue (or whichever of them is known). */
+  fit() {
+    if (!this.map || this.els.section.hidden) return;
+    const points = [];
+    if (this.venue) points.push(this.venue.getLatLng());
+    const fix = this.partner?.last;
+    if (fix) points.push(window.L.latLng(fix.lat, fix.lng));
+    if (!points.length) return;
+    this.fitting = true;
+    try {
+      this.map.invalidateSize({ animate: false });
+      if (points.length === 1) this.map.setView(points[0], Math.max(this.map.getZoom(), 14), { animate: false });
+      else {
+        this.map.fitBounds(window.L.latLngBounds(points), { padding: [FIT_PADDING_PX, FIT_PADDING_PX],
+          maxZoom: FIT_MAX_ZOOM, animate: false });
+      }
+    } finally {
+      this.fitting = false;
+    }
+  }
+
+  /** After a fix: fit again if the partner is leaving the view (unless the viewer took over). */
+  keepInView() {
+    const fix = this.partner?.last;
+    if (!this.following || !fix || !this.map) return;
+    const inside = (p) => this.map.getBounds().pad(EDGE_MARGIN).contains(p);
+    if (!inside([fix.lat, fix.lng]) || (this.venue && !inside(this.venue.getLatLng()))) this.fit();
   }
 
   /** Show or hide tracking for `order` according to its status. */
@@ -35,7 +98,7 @@ export class OrderTracker {
       return;
     }
     this.els.section.hidden = false;
-    if (!this.map) this.map = createMap(this.els.map);
+    this.ensureMap();
     this.map.invalidateSize();
     const a = order.address ?? {};
     if (Number.isFinite(a.lat) && Number.isFinite(a.lng)) {
@@ -43,15 +106,24 @@ export class OrderTracker {
       this.venue = window.L.marker([a.lat, a.lng], {
         icon: pinIcon({ label: '★', status: 'venue' }), title: 'Venue', keyboard: false,
       }).addTo(this.map);
-      if (!same) this.map.setView([a.lat, a.lng], 13);
     }
-    const fresh = !same || !this.partner;
+    // A reassigned order gets a new marker: the previous partner's fixes are not this one's.
+    const who = order.partner?.id ?? order.partner_id ?? order.partner?.first_name ?? '';
+    const fresh = !same || !this.partner || who !== this.partnerWho;
+    this.partnerWho = who;
     if (fresh) {
       this.partner?.remove();
       const name = order.partner?.first_name ?? 'Partner';
       this.partner = new SmoothMarker(this.map, { label: initials(name), status: 'en_route', title: name });
       this.lastFixAt = 0;
       this.etaS = undefined;
+    }
+    // A new state or a new partner: show both pins again, even if the viewer had moved away.
+    const key = `${order.id}|${order.status}|${who}`;
+    if (key !== this.fitKey) {
+      this.fitKey = key;
+      this.setFollowing(true);
+      this.fit();
     }
     this.renderEta();
     clearInterval(this.timer);
@@ -73,8 +145,11 @@ export class OrderTracker {
   /** A `partner_location` push. */
   onLocation(msg) {
     if (!this.order || msg.order_id !== this.order.id || !this.partner) return;
+    const first = !this.partner.last;
     const accepted = this.partner.push({ lat: msg.lat, lng: msg.lng, ts: msg.ts, accuracy: msg.accuracy });
     if (accepted) this.lastFixAt = Number(msg.ts) || Date.now();
+    if (accepted && first && this.following) this.fit();
+    else if (accepted) this.keepInView();
     if (Number.isFinite(msg.eta_s)) this.etaS = msg.eta_s;
     this.renderEta();
     if (msg.stale) this.lastFixAt = Math.min(this.lastFixAt, Date.now() - STALE_MS - 1);
@@ -111,6 +186,7 @@ export class OrderTracker {
 
   hide() {
     clearInterval(this.timer);
+    this.fitKey = '';
     this.partner?.remove();
     this.partner = null;
     this.lastFixAt = 0;

@@ -3,11 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SIMULATE ?= 1
 
-.PHONY: help install system-deps system-deps-test run serve seed test lint typecheck pytest bench sim services-stop vendor clean
+.PHONY: help install system-deps system-deps-test run serve seed test lint typecheck pytest fuzz bench sim services-stop vendor clean
 
 help:
 	@echo "make run     install what is missing, start Redis + nx-27017, seed, serve on :8080"
 	@echo "make test    install, then lint, types and the whole test suite"
+	@echo "make fuzz    schemathesis over /api/openapi.json: every check, all phases, 5,000+ cases"
 	@echo "make bench   benchmarks with figures and ratios against same-run baselines"
 	@echo "make sim     dispatch-quality simulation of a city day, strategies side by side (docs/quality.md)"
 
@@ -40,6 +41,14 @@ pytest: install system-deps-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: install system-deps-test lint typecheck pytest
+
+# The long run of tests/test_fuzz.py (make test runs a short one). FUZZ_SEED=N replays a run.
+FUZZ_MAX_EXAMPLES ?= 120
+FUZZ_MIN_CASES ?= 5000
+fuzz: install system-deps-test
+	FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) FUZZ_MIN_CASES=$(FUZZ_MIN_CASES) \
+	FUZZ_PHASES=examples,coverage,fuzzing,stateful FUZZ_TIMEOUT_S=3000 \
+	$(PY) -m pytest tests/test_fuzz.py -s -p no:cacheprovider -o timeout=3600 $(PYTEST_ARGS)
 
 bench: install system-deps
 	$(PY) -m loadtests.bench $(BENCH_ARGS)

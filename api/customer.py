@@ -67,7 +67,7 @@ async def list_favorites(request: web.Request, *, query: PageQuery, user: Claims
 
 
 @routes.post("/users/favorites/{package_id}", summary="Add a package to my favourites", roles=("customer",),
-             status=201, responses={404: "no such package"})
+             status=201, responses={200: "it was a favourite already", 404: "no such package"})
 async def add_favorite(request: web.Request, *, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     package_id = request.match_info["package_id"]

@@ -56,10 +56,19 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
             op["security"] = [{"bearer": []}]
             responses["401"] = {"description": "missing, invalid or expired token", **error}
             responses["403"] = {"description": "role or ownership does not allow this", **error}
+        if route.body is not None:
+            # What core.http.read_json answers before the body reaches its model.
+            responses["400"] = {"description": "the body is missing or not valid JSON (invalid_json)", **error}
+            responses["413"] = {"description": "the body is too large", **error}
+            responses["415"] = {"description": "the body is not sent as application/json", **error}
         if route.body is not None or route.query is not None:
             responses["422"] = {"description": "validation failed; details per field", **error}
         for status, text in route.extra_responses.items():
-            responses[str(status)] = {"description": text, **error}
+            if status < 400:  # another success (a replayed create, say): the success body, not the envelope
+                responses[str(status)] = {**ok, "description": text}
+                continue
+            known = responses.get(str(status), {}).get("description")
+            responses[str(status)] = {"description": f"{text}; or {known}" if known else text, **error}
         op["responses"] = responses
         paths.setdefault("/api" + route.path, {})[route.method.lower()] = op
 

@@ -275,21 +275,21 @@ async def _webhook(request: web.Request, provider_name: str) -> web.Response:
 
 
 @routes.post("/payments/webhooks/stripe", summary="Stripe's webhook (Stripe-Signature verified; each event once)",
-             responses={400: "the signature does not verify"})
+             responses={400: "the signature does not verify", 404: "Stripe is not configured here"})
 async def stripe_webhook(request: web.Request) -> web.Response:
     return await _webhook(request, "stripe")
 
 
 @routes.post("/payments/webhooks/razorpay",
              summary="Razorpay's webhook (X-Razorpay-Signature verified; each event once)",
-             responses={400: "the signature does not verify"})
+             responses={400: "the signature does not verify", 404: "Razorpay is not configured here"})
 async def razorpay_webhook(request: web.Request) -> web.Response:
     return await _webhook(request, "razorpay")
 
 
 @routes.post("/payments/webhooks/simulated",
              summary="The simulator's webhook (Simulator-Signature verified; each event once)",
-             responses={400: "the signature does not verify"})
+             responses={400: "the signature does not verify", 404: "the simulator is off"})
 async def simulated_webhook(request: web.Request) -> web.Response:
     return await _webhook(request, "simulated")
 

@@ -57,6 +57,9 @@ def error_response(error: AppError) -> web.Response:
     headers = {}
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, MethodNotAllowed) and isinstance(error.details, dict):
+        # RFC 9110 §15.5.6: a 405 names the methods the resource does support.
+        headers["Allow"] = ", ".join(error.details.get("allowed") or ())
     return json_response(error.envelope(), status=error.status, headers=headers)
 
 
@@ -163,7 +166,10 @@ def validate(model: type[M], data: Any) -> M:
                                "message": "expected an object", "type": "object_type"}])
     _refuse_operator_keys(data)
     try:
-        return model.model_validate(data)
+        # JSON's own types, strictly, as the OpenAPI document promises: lax validation would take
+        # `true` for a number (lat 1.0, guests 1) and "12" for an integer. Re-encoding is what lets
+        # ISO dates stay strings in strict mode.
+        return model.model_validate_json(jsonutil.dumpb(data), strict=True)
     except ValidationError as exc:
         raise ValidationFailed("the request is invalid", details=validation_details(exc)) from None
 

@@ -75,7 +75,7 @@ TIMERS_AT_ONCE = 16
 TIMER_RETRY_MS = 500
 # A round whose commit took longer than this share of the offer timeout restarts the offer's
 # clock when it is sent (one more write, only then).
-OFFER_LAG_SHARE = 4
+OFFER_LAG_SHARE = 2
 # An accept being committed: the offer's timer waits for it up to this long after expiry.
 ACCEPTING_KEY = "pp:dispatch:accepting:{order_id}"
 ACCEPT_IN_FLIGHT_MS = 3_000
@@ -215,7 +215,8 @@ class Offers:
         key = REPLY_CLAIM_KEY.format(order_id=order_id, partner_id=partner_id)
         return bool(await self.redis.set(key, "1", nx=True, px=REPLY_CLAIM_TTL_MS))
 
-    async def reply(self, order_id: str, partner_id: str, accept: bool, *, via: str) -> dict[str, Any]:
+    async def reply(self, order_id: str, partner_id: str, accept: bool, *, via: str,
+                    received_ms: int | None = None) -> dict[str, Any]:
         """A partner's answer (socket or REST), or a release on their behalf (off duty, suspended,
         disconnected); returns the acknowledgement.
 
@@ -223,7 +224,7 @@ class Offers:
         wins even if the server (a queued MongoDB write) commits it after, and the offer's timer
         waits for it a moment (ACCEPT_IN_FLIGHT_MS) rather than opening the next round under it.
         """
-        received = now_ms()
+        received = now_ms() if received_ms is None else received_ms
         raw = await self.redis.get(offer_key(partner_id))
         lease = raw if isinstance(raw, str) else None
         prefix = f"{order_id}:"
@@ -247,6 +248,18 @@ class Offers:
             return await accepting
         await recorded
         return await self._decline(order_id, partner_id, fence, via=via)
+
+    async def mark_accepting(self, order_id: str, partner_id: str) -> None:
+        """An accept from this partner arrived and is on its way (checks before it may take a
+        moment): if they hold the order's offer, its timer waits for the accept (at most
+        ACCEPT_IN_FLIGHT_MS) instead of opening the next round underneath it."""
+        raw = await self.redis.get(offer_key(partner_id))
+        if isinstance(raw, str) and raw.startswith(f"{order_id}:"):
+            await self.redis.set(ACCEPTING_KEY.format(order_id=order_id), partner_id, px=ACCEPT_IN_FLIGHT_MS)
+
+    async def unmark_accepting(self, order_id: str) -> None:
+        """The accept was refused before it reached the order: the timer need not wait."""
+        await self.redis.delete(ACCEPTING_KEY.format(order_id=order_id))
 
     async def release_held_offer(self, partner_id: str, *, via: str) -> None:
         """Give back the offer the partner holds, if any (off duty, suspended, disconnected)."""

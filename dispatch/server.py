@@ -437,18 +437,21 @@ class SocketServer:
         accept = data.get("accept") if isinstance(data, dict) else None
         if not isinstance(order_id, str) or not order_id or not isinstance(accept, bool):
             return acks.error(acks.INVALID_PAYLOAD, "send {order_id, accept: true|false}")
+        received = jsonutil.now_ms()  # the accept counts as of now, not after the reads below
         if accept:
+            await self.engine.offers.mark_accepting(order_id, conn.user_id)
             # Taking a job is the one decision made on the partner's standing here: read it from
             # MongoDB, not the cache, so a suspension whose event was lost cannot win an order.
             standing = await self.engine.partners.fresh_standing(conn.user_id)
             status = standing.status if standing else "unknown"
             if status != "approved":
+                await self.engine.offers.unmark_accepting(order_id)
                 # Released and ended as if the event had arrived; after this ack is sent.
                 self.app[keys.TASKS].spawn(self.replay_standing(StandingChange(conn.user_id, status, jsonutil.iso())),
                                            name=f"dispatch:standing:{conn.user_id}")
                 code = standing_code(status)
                 return acks.error(code, STANDING_MESSAGES[code])
-        return await self.engine.offers.reply(order_id, conn.user_id, accept, via="socket")
+        return await self.engine.offers.reply(order_id, conn.user_id, accept, via="socket", received_ms=received)
 
     async def on_track(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
         if conn.role not in ("customer", "admin", GUEST):

@@ -487,3 +487,25 @@ async def test_after_a_redis_flush_every_open_order_is_assigned_again_without_an
     assert all(d["status"] == "assigned" for d in docs), [(d["_id"], d["status"]) for d in docs]
     assert sorted(d["partner_id"] for d in docs) == sorted(p for p, _ in everyone)
     assert all(not any(h.get("by_role") == "admin" for h in d["history"]) for d in docs)
+
+
+async def test_an_accept_counts_from_its_arrival_even_when_the_standing_check_is_slow(
+        start_env: StartEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The socket handler re-reads the partner's standing from MongoDB before the accept; before,
+    # the accept's time was taken after that read, so a slow read alone turned it into a refusal.
+    env = await start_env(tuning=Tuning(sweep_s=3600, timer_poll_s=0.05), offer_timeout_s=0.6)
+    partners = env.app[ENGINE].partners
+    real = partners.fresh_standing
+
+    async def slow(partner_id: str) -> Any:
+        await asyncio.sleep(1.0)  # failure injection: a MongoDB read queued behind others
+        return await real(partner_id)
+
+    monkeypatch.setattr(partners, "fresh_standing", slow)
+    first, a = await env.partner(*near(300))
+    _, oid = await env.order(*CENTER)
+    assert (await a.wait_for("offer"))["order_id"] == oid
+    ack = await a.call("offer_reply", {"order_id": oid, "accept": True})
+    assert ack["ok"], ack
+    doc = await order_doc(env, oid)
+    assert doc["status"] == "assigned" and doc["partner_id"] == first

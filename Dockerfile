@@ -10,7 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Runtime dependencies first, pinned by constraints.txt, so a code change reuses this layer.
+# Runtime dependencies first, pinned by constraints.txt, so a code change reuses this layer. Only
+# `[project] dependencies`: no extras, so no test, lint, load or local-service tools (nx-27017,
+# Locust, Playwright) in the image; tests/test_compose.py checks that.
 COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \

@@ -5,9 +5,16 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasGenerator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings import SettingsError as SourceError
 
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - refused in production
 DEV_SIMULATOR_SECRET = "whsec_dev-simulator-0123456789abcdef"  # noqa: S105 - signs simulated webhooks only
@@ -32,10 +39,30 @@ class SettingsError(Exception):
     """The configuration is unusable; the message names the setting to fix."""
 
 
-class Settings(BaseModel):
-    """Everything the product can be configured with. Secrets are `SecretStr` so they never print."""
+# Where a container orchestrator mounts secret files (docker compose `secrets:`, Kubernetes).
+SECRETS_DIR = Path("/run/secrets")
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class Settings(BaseSettings):
+    """Everything the product can be configured with. Secrets are `SecretStr` so they never print.
+
+    Built from the environment only by `from_env`; `Settings(...)` and `model_validate` read
+    nothing but their arguments, so tests and tools build settings without the process leaking in.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        # Every field is read under its variable name (PARTYPILOT_<FIELD> or a plain one), exactly,
+        # as docker compose passes it; code still names fields by attribute.
+        alias_generator=AliasGenerator(validation_alias=lambda field: env_name(field)),
+        validate_by_name=True,
+        validate_by_alias=True,
+        case_sensitive=True,
+        env_ignore_empty=True,  # `NAME=` in .env or compose means "not configured", as before
+        # A .env is shared with docker compose, whose own variables are not settings: ignore them.
+        dotenv_filtering="only_existing",
+    )
 
     env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
@@ -45,12 +72,16 @@ class Settings(BaseModel):
     redis_url: str = "redis://127.0.0.1:6391/0"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     log_level: str = "INFO"
+    # text: one readable line per record; json: one JSON object per line for log shippers.
+    # Unset: json in production, text otherwise (see `log_json`).
+    log_format: Literal["text", "json"] | None = None
     data_dir: Path = Path(".data")
     frontend_dir: Path = Path(__file__).resolve().parent.parent / "frontend"
     public_url: str = "http://127.0.0.1:8080"
     # Socket.IO and CORS: an explicit allow-list. '*' would allow every site and an empty list
     # switches python-socketio's origin check off, so neither is accepted.
-    allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
+    # Comma-separated in the environment (NoDecode: not JSON, which pydantic-settings would expect).
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ("http://127.0.0.1:8080", "http://localhost:8080")
     trust_proxy: bool = False
     max_body_bytes: int = 256 * 1024
     # Development mode hands out sign-in codes in responses and signs with a public secret, so it
@@ -183,6 +214,16 @@ class Settings(BaseModel):
     def is_development(self) -> bool:
         return self.env == "development"
 
+    @property
+    def log_json(self) -> bool:
+        """Whether logs are JSON lines: as configured, else in production only."""
+        return self.log_format == "json" if self.log_format else self.is_production
+
+    def secret_values(self) -> list[str]:
+        """The configured secret values (for the log redactor: none of them is ever printed)."""
+        values = (getattr(self, field) for field in type(self).model_fields)
+        return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
+
     def check_exposure(self) -> None:
         """Refuse a development or test server on a non-loopback address (see allow_dev_on_network)."""
         if self.is_production or self.allow_dev_on_network or _is_loopback(self.host):
@@ -239,28 +280,51 @@ class Settings(BaseModel):
             )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], env_file: Path | None = None, **overrides: Any) -> Settings:
-        """Build settings from `environ`, an optional `.env` file (environment wins) and overrides."""
-        raw: dict[str, str] = {}
-        if env_file is not None and env_file.is_file():
-            raw.update(_read_env_file(env_file))
-        raw.update(environ)
-        values: dict[str, Any] = {}
-        for field in cls.model_fields:
-            name = env_name(field)
-            if name in raw and raw[name] != "":
-                values[field] = raw[name]
-        values.update(overrides)
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # No os.environ source: the environment arrives as an argument of `from_env` (the
+        # composition root passes os.environ, tests a dict), so nothing else reads it. The .env
+        # file and the secrets directory are read only when `from_env` names them.
+        return init_settings, dotenv_settings, file_secret_settings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], env_file: Path | None = None,
+                 secrets_dir: Path | None = None, **overrides: Any) -> Settings:
+        """Build settings and check them; a value comes from the first of, in order:
+
+        `overrides`, `environ`, the `env_file` (parsed by python-dotenv as docker compose reads a
+        .env: inline ` #` comments, single quotes literal, double quotes with escapes), and a file
+        named like the variable in `secrets_dir` (e.g. /run/secrets/JWT_SECRET), when that exists.
+        An empty value anywhere counts as unset.
+        """
+        given: dict[str, Any] = {field: environ[name] for field in cls.model_fields
+                 if (name := env_name(field)) in environ and environ[name] != ""}
+        given.update(overrides)
+        secrets = secrets_dir if secrets_dir is not None and secrets_dir.is_dir() else None
         try:
-            settings = cls.model_validate(values)
+            settings = cls(_env_file=env_file, _secrets_dir=secrets, **given)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{env_name(str(err['loc'][0])) if err['loc'] else '?'}: {err['msg']}" for err in exc.errors()
-            )
+            problems = "; ".join(f"{_loc_name(err['loc'])}: {err['msg']}" for err in exc.errors())
             raise SettingsError(f"invalid configuration: {problems}") from None
+        except SourceError as exc:  # a secrets or .env entry the library could not read
+            raise SettingsError(f"invalid configuration: {exc}") from None
         settings.check_exposure()
         settings.check_production()
         return settings
+
+
+def _loc_name(loc: tuple[int | str, ...]) -> str:
+    """The variable an error location refers to (errors name fields by alias, the variable)."""
+    if not loc:
+        return "?"
+    first = str(loc[0])
+    return env_name(first) if first in Settings.model_fields else first
 
 
 def _is_loopback(host: str) -> bool:
@@ -272,13 +336,3 @@ def _is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
-    return values

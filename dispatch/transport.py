@@ -27,6 +27,18 @@ name (known or not) and no malformed packet escapes it. A socket that overdraws 
 client that keeps sending after Socket.IO's own per-event limit answered `rate_limited` is not a
 phone with a backlog (that is one `location_batch`) but a flood, and cutting it is cheaper than
 answering it.
+
+Pinned to python-engineio 4.15.x and python-socketio 5.18.x (pyproject.toml), because this module
+overrides engineio internals. Before widening the pin, re-read in the new engineio:
+`async_socket.AsyncSocket` (`poll`, `send`, `receive`, `check_ping_timeout`, `close`,
+`handle_get_request`, `_upgrade_websocket`, `_websocket_handler`: the queue, its `None` close
+marker and the probe/upgrade exchange), the attributes `base_socket.BaseSocket.__init__` sets
+(`connected`, `upgrading`, `upgraded`, `closing`, `closed`), and `AsyncServer._handle_connect` /
+`_trigger_event` (the socket must exist, with no transport loop started, when `connect` fires);
+in python-socketio: `AsyncServer._engineio_server_class`, `packet.Packet.uses_binary_events`, and
+that its engineio `message` handler is still a coroutine function of (sid, data). Then run
+tests/test_dispatch_transport.py (websocket, long-polling only, the polling-to-websocket upgrade,
+heartbeats, size limit) and the ingest and fan-out benches.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.logs import configure_logging
-from core.settings import Settings, SettingsError, env_name
+from core.settings import SECRETS_DIR, Settings, SettingsError, env_name
 from partypilot import localservices
 
 logger = logging.getLogger("partypilot")
@@ -25,7 +25,11 @@ DEV_MONGO_PORT = 27117
 
 def load_settings(**overrides: Any) -> Settings:
     """The only place that reads the process environment."""
-    return Settings.from_env(os.environ, Path(".env"), **overrides)
+    return Settings.from_env(os.environ, Path(".env"), SECRETS_DIR, **overrides)
+
+
+def _configure_logging(settings: Settings) -> None:
+    configure_logging(settings.log_level, json_lines=settings.log_json, secrets=settings.secret_values())
 
 
 def _serve(settings: Settings) -> None:
@@ -43,7 +47,7 @@ def _serve(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(**_overrides(args))
-    configure_logging(settings.log_level)
+    _configure_logging(settings)
     _serve(settings)
     return 0
 
@@ -64,7 +68,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """`make run`: local services (unless URIs are configured), demo data, the app, a simulation."""
     settings = load_settings(**_overrides(args))
-    configure_logging(settings.log_level)
+    _configure_logging(settings)
     services = None
     simulation: subprocess.Popen[bytes] | None = None
     overrides: dict[str, Any] = {}
@@ -122,7 +126,7 @@ async def _seed(settings: Settings) -> None:
 
 def cmd_seed(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    _configure_logging(settings)
     asyncio.run(_seed(settings))
     return 0
 
@@ -132,7 +136,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     from core.stores import make_mongo_client
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    _configure_logging(settings)
 
     async def go() -> None:
         client = make_mongo_client(settings.mongodb_uri)
@@ -189,7 +193,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from dispatch.simulate import run_simulation
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    _configure_logging(settings)
     try:
         return int(asyncio.run(run_simulation(settings, base_url=args.url, partners=args.partners,
                                               accept_probability=args.accept_probability,

@@ -16,6 +16,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "==> installing Python packages (pinned by constraints.txt)"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+# Extras (pyproject.toml): local = nx-27017 for `make run`, load = loadtests/ for `make bench` and
+# `make sim`, dev = both plus the test and lint tools for `make test`.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 rm -f "$VENV"/.installed-*
 touch "$stamp"

@@ -93,6 +93,43 @@ async def test_acks_and_pushes_arrive_in_order_on_both_transports(lean: tuple[Le
         await client.disconnect()
 
 
+async def test_a_long_polling_only_session_works(lean: tuple[LeanServer, str]) -> None:
+    """Clients behind proxies that refuse websockets stay on polling: LeanSocket.poll feeds them."""
+    sio, url = lean
+    client = socketio.AsyncClient(reconnection=False)
+    got: list[int] = []
+    done = asyncio.Event()
+
+    @client.on("n")  # type: ignore[untyped-decorator]
+    async def on_n(n: int) -> None:
+        got.append(n)
+        if n == 49:
+            done.set()
+
+    await client.connect(url, transports=["polling"], wait_timeout=5)
+    try:
+        assert client.transport() == "polling"
+        assert all(isinstance(s, LeanSocket) for s in sio.eio.sockets.values())
+        # Concurrent calls share a POST; engineio refuses a payload of more than 16 packets.
+        for start in (0, 10):
+            replies = await asyncio.gather(*(client.call("echo", i, timeout=5) for i in range(start, start + 10)))
+            assert [r["data"] for r in replies] == list(range(start, start + 10))
+        await client.emit("shout", 50)
+        await asyncio.wait_for(done.wait(), 5)
+        assert got == list(range(50))
+        # Idle past several heartbeats: pings travel over the polls and the session survives.
+        await asyncio.sleep(4 * (PING_INTERVAL + PING_TIMEOUT))
+        assert client.connected and len(sio.eio.sockets) == 1 and client.transport() == "polling"
+        assert (await client.call("echo", "still here", timeout=5))["data"] == "still here"
+    finally:
+        await client.disconnect()
+    for _ in range(50):  # the server lets go of the socket too
+        if not sio.eio.sockets:
+            break
+        await asyncio.sleep(0.05)
+    assert not sio.eio.sockets
+
+
 async def _raw_connect(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
     ws = await session.ws_connect(url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
     opening = await ws.receive_str()

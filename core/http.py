@@ -179,6 +179,11 @@ async def read_body(request: web.Request, model: type[M]) -> M:
 
 
 def read_query(request: web.Request, model: type[M]) -> M:
+    # `?page=&page=7` is ambiguous (the first would win unseen, and a blank one means "absent"): refuse it.
+    repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
+    if repeated:
+        raise ValidationFailed("a query parameter was given more than once", details=[
+            {"field": key, "message": "given more than once", "type": "repeated_parameter"} for key in repeated])
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:

@@ -200,6 +200,10 @@ def _masked(destination: otp.Destination) -> str:
 
 # --- one-time codes ---------------------------------------------------------------------------
 
+# A sign-in message starts "<code> SIGN_IN_CODE_PHRASE": `partypilot codes` finds codes in the local outbox by it.
+SIGN_IN_CODE_PHRASE = "is your PartyPilot sign-in code"
+
+
 @routes.post("/auth/send-otp", summary="Send a 6-digit sign-in code by SMS or email", body=SendOtpBody,
              response=SendOtpResponse, responses={429: "cooldown or rate limit; see Retry-After"})
 async def send_otp(request: web.Request, body: SendOtpBody) -> web.Response:
@@ -210,7 +214,7 @@ async def send_otp(request: web.Request, body: SendOtpBody) -> web.Response:
     minutes = max(settings.otp_ttl_s // 60, 1)
     await notifications.enqueue(
         db, channel=destination.channel, to=destination.address, subject="Your PartyPilot sign-in code",
-        body=f"{issued.code} is your PartyPilot sign-in code. It expires in {minutes} min. "
+        body=f"{issued.code} {SIGN_IN_CODE_PHRASE}. It expires in {minutes} min. "
              "Never share it: PartyPilot staff will never ask for it.",
         dedupe_key=f"otp:{uuid.uuid4().hex}", expires_ms=now_ms() + settings.otp_ttl_s * 1000, sensitive=True,
     )

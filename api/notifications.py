@@ -126,6 +126,12 @@ async def _claim(db: AsyncDatabase[dict[str, Any]], now: int, lane: Lane) -> dic
     return doc
 
 
+async def outbox_depth(db: AsyncDatabase[dict[str, Any]]) -> dict[Lane, int]:
+    """Messages not yet delivered (pending or being sent), per lane: two indexed counts."""
+    return {lane: await db.outbox.count_documents({**_in_lane(lane), "status": {"$in": ["pending", "sending"]}})
+            for lane in ("code", "bulk")}
+
+
 async def expire_codes(db: AsyncDatabase[dict[str, Any]], now: int) -> int:
     """Mark queued codes past their expiry `expired` (body blanked) without sending them."""
     result = await db.outbox.update_many(

@@ -156,7 +156,9 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(route.body)}}}
 
         ok: dict[str, Any] = {"description": "success"}
-        if route.response is not None:
+        if route.media_type != "application/json":
+            ok["content"] = {route.media_type: {"schema": {"type": "string"}}}
+        elif route.response is not None:
             ok["content"] = {"application/json": {"schema": ref(route.response)}}
         elif route.query is not None and issubclass(route.query, PageQuery):
             ok["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}

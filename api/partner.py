@@ -14,7 +14,7 @@ from api.arrival import check_arrival, last_fix
 from api.orders import OrderListQuery, assigned_view, assigned_views
 from api.paging import PageQuery, page_body
 from api.routing import RouteTable
-from core import keys
+from core import keys, metrics
 from core.contracts import OFFER_EVENTS, PARTNER_POLLED, LocationPoint, OfferReplyEvent
 from core.errors import Conflict, NotFound, ServiceUnavailable
 from core.http import json_response
@@ -117,7 +117,12 @@ async def accept_offer(request: web.Request, *, query: AcceptQuery, user: Claims
     flow = OrderFlow(db, request.config_dict[keys.REDIS])
     # The guarantee is the conditional updates inside accept_offer (the partner's claim, then the
     # order's transition); nothing here needs a lock.
-    after = await flow.accept_offer(request.match_info["id"], user.user_id, fence=query.fence)
+    try:
+        after = await flow.accept_offer(request.match_info["id"], user.user_id, fence=query.fence)
+    except Conflict:
+        metrics.OFFERS.labels("refused").inc()  # as dispatch.offers counts a refused socket accept
+        raise
+    metrics.OFFERS.labels("accepted").inc()
     logger.info("order %s accepted by partner %s", after["_id"], user.user_id)
     return json_response(await assigned_view(db, after))
 

@@ -36,6 +36,7 @@ class Route:
     approved_partner: bool = True
     extra_responses: dict[int, str] = field(default_factory=dict)
     headers: tuple[str, ...] = ()
+    media_type: str = "application/json"  # of the success body; anything else is documented as a string
 
 
 class RouteTable:
@@ -49,7 +50,7 @@ class RouteTable:
               query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
               status: int = 200, roles: tuple[Role, ...] | None = None, approved_partner: bool = True,
               responses: dict[int, str] | None = None, headers: tuple[str, ...] = (),
-              ) -> Callable[[RouteHandler], RouteHandler]:
+              media_type: str = "application/json") -> Callable[[RouteHandler], RouteHandler]:
         """Declare an endpoint. The handler gets `body`, `query` and `user` keyword arguments
         (only those it declares), already validated and authenticated."""
 
@@ -57,7 +58,7 @@ class RouteTable:
             params = inspect.signature(handler).parameters
             wrapped = _wrap(handler, body, query, roles, approved_partner, params)
             self.routes.append(Route(method, path, wrapped, summary, self.tag, body, query, response, status,
-                                     roles, approved_partner, responses or {}, headers))
+                                     roles, approved_partner, responses or {}, headers, media_type))
             return handler
 
         return decorate

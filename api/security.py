@@ -6,9 +6,8 @@ from aiohttp import web
 
 from core import keys, revocations
 from core.errors import Forbidden, Unauthorized
+from core.keys import CLAIMS
 from core.tokens import Claims, Role, decode_access_token
-
-CLAIMS: web.RequestKey[Claims] = web.RequestKey("claims", Claims)
 
 
 def bearer_token(request: web.Request) -> str:

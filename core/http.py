@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -14,7 +16,7 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTime
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core import jsonutil
+from core import jsonutil, keys, metrics
 from core.errors import (
     AppError,
     BadRequest,
@@ -29,6 +31,7 @@ from core.errors import (
 from core.logs import request_id_var
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("partypilot.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -83,6 +86,51 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         return response
     finally:
         request_id_var.reset(token)
+
+
+# What a request that matched no route is called in the access log and the metrics: the raw path
+# would give every probe its own label (and could carry a token).
+UNMATCHED_ROUTE = "unmatched"
+# nginx's convention for "the client went away before the answer".
+CLIENT_CLOSED = 499
+
+
+def route_template(request: web.Request) -> str:
+    """The matched route's canonical template (`/api/orders/{id}`), never the URL: no ids, no query."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED_ROUTE
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One access-log line and one metrics sample per request, with the status the client got.
+
+    Runs inside request_id_middleware (the line carries the id) and outside api_error_middleware
+    (it sees the envelope's status, not the exception)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        route = route_template(request)
+        labels = (request.method, route, str(status))
+        metrics.HTTP_REQUESTS.labels(*labels).inc()
+        metrics.HTTP_LATENCY.labels(*labels).observe(elapsed)
+        claims = request.get(keys.CLAIMS)
+        latency_ms = round(elapsed * 1000, 1)
+        user_id = claims.user_id if claims is not None else None
+        access_logger.info("%s %s %d %.1fms user=%s", request.method, route, status, latency_ms, user_id or "-",
+                           extra={"method": request.method, "route": route, "status": status,
+                                  "latency_ms": latency_ms, "user_id": user_id})
 
 
 _HTTP_CODES = {

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
+from core import metrics
 from core.contracts import PARTNER_TRACKS, IngestResult, LocationPoint
 from core.jsonutil import now_ms
 from core.tasks import stop_if_cancelled
@@ -97,6 +98,14 @@ def check_point(point: LocationPoint, last: _Last | None, now: int) -> None:
         raise PingRejected(acks.IMPOSSIBLE_SPEED, "the fix is too far from the last one for the time between")
 
 
+def _count_fixes(accepted: int, rejected: Iterable[dict[str, Any]]) -> None:
+    """Metrics: fixes accepted (stored), and refused by code."""
+    if accepted:
+        metrics.FIXES.labels("accepted").inc(accepted)
+    for item in rejected:
+        metrics.FIXES.labels(str(item["code"])).inc()
+
+
 def parse_point(raw: Any) -> LocationPoint:
     if not isinstance(raw, dict):
         raise PingRejected(acks.INVALID_PAYLOAD, "a fix is an object {lat, lng, ts, accuracy?, speed?, heading?}")
@@ -159,6 +168,7 @@ class Ingest:
                 await self._store(partner_id, accepted)
             if last is not None:
                 self._last[partner_id] = last
+        _count_fixes(len(accepted), rejected)
         return IngestResult(accepted=len(accepted), rejected=rejected)
 
     async def ingest_raw(self, partner_id: str, raw_points: Iterable[Any]) -> dict[str, Any]:
@@ -171,6 +181,7 @@ class Ingest:
             except PingRejected as exc:
                 invalid.append({"ts": raw.get("ts") if isinstance(raw, dict) else None, "code": exc.code,
                                 "message": exc.message})
+        _count_fixes(0, invalid)
         try:
             result = await self.ingest(partner_id, points) if points else IngestResult(accepted=0, rejected=[])
         except Exception as exc:  # Redis down: tell the phone to keep the fix and retry

@@ -11,6 +11,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from core import metrics
 from core.contracts import LocationPoint, OrderEvent, PaymentEvent
 from core.jsonutil import now_ms
 from core.orderflow import TRACKABLE
@@ -239,10 +240,12 @@ class Live:
         next_at = loop.time() + interval_s
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            started = loop.time()
             try:
                 for sid, message in await self.tick():
                     await self.emitter.emit("fleet", message, sid, local=True)
             except Exception as exc:  # Redis blips must not end the stream
                 stop_if_cancelled()
                 logger.warning("fleet tick failed: %s", type(exc).__name__)
+            metrics.TICK_SECONDS.observe(loop.time() - started)
             next_at = max(next_at + interval_s, loop.time() + interval_s / 2)

@@ -24,6 +24,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
+from core import metrics
 from core.contracts import OFFER_HOLDERS, OFFER_TIMERS, OrderEvent
 from core.errors import AppError
 from core.jsonutil import iso, now_ms
@@ -321,6 +322,7 @@ class Offers:
                 await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms() + TIMER_RETRY_MS // 5})
                 return
             holders = list(order.get("offer_partner_ids") or [])
+            metrics.OFFERS.labels("expired").inc(len(holders))
             await self.audit.record(order_id, "timeout", {"partner_ids": holders,
                                                           "fence": int(order.get("offer_fence") or 0)})
             await self._round(order, missed=holders, revoke_reason="expired")
@@ -562,6 +564,7 @@ class Offers:
                        "currency": str(after.get("currency") or self.settings.currency), "expires_at": expires,
                        "fence": fence, "version": int(after.get("version") or 0)}
             await self.emitter.emit("offer", message, f"partner:{cand.partner_id}")
+        metrics.OFFERS.labels("offered").inc(len(chosen))
         await self.audit.record(order_id, "candidates", considered)
         await self.audit.record(order_id, "offer", {"partner_ids": pids, "fence": fence, "expires_ms": expires,
                                                     "radius_m": radius, "offers": [c.audit() for c in chosen]})
@@ -648,6 +651,7 @@ class Offers:
             after = await self.flow.accept_offer(order_id, partner_id, fence=fence, received_ms=received_ms)
         except AppError as exc:
             await self.redis.delete(ACCEPTING_KEY.format(order_id=order_id))
+            metrics.OFFERS.labels("refused").inc()
             await self.audit.record(order_id, "reply_refused", {"partner_id": partner_id, "fence": fence,
                                                                 "code": exc.code})
             if exc.code == "partner_busy":
@@ -659,6 +663,7 @@ class Offers:
             # as it is.
             await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms()}, lt=True)
             return acks.error(acks.OFFER_CLOSED, "this offer is no longer open")
+        metrics.OFFERS.labels("accepted").inc()
         await self.audit.record(order_id, "assigned", {"partner_id": partner_id, "fence": fence})
         await self.fleet.set_job(partner_id, order_id)
         await self.close(order_id, "taken", winner=partner_id)
@@ -674,6 +679,8 @@ class Offers:
             {"$addToSet": {field: partner_id}})
         if recorded.matched_count == 0:
             return acks.error(acks.OFFER_CLOSED, "this offer is no longer open")
+        if field == DECLINED:
+            metrics.OFFERS.labels("declined").inc()
         await self.settle_replies(order_id, wait_s=3.0)
         if field == DECLINED:
             self._freed([partner_id])

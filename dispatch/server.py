@@ -12,6 +12,7 @@ so a socket that is still connected would keep receiving them; ending it is the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from core import jsonutil, keys, revocations
+from core import jsonutil, keys, metrics, revocations
 from core.contracts import PARTNER_EVENTS
 from core.errors import AppError
 from core.settings import Settings
@@ -60,6 +61,8 @@ FLOOD_BURST = 120.0
 # reconnect storm (thousands of phones at once) queues here instead of exhausting the store
 # connection pools. Pings are batched by the ingest and do not need the gate.
 STORE_CONCURRENCY = 64
+# Roles a socket can have; each is reported (0 included) so a dashboard's series never vanish.
+SOCKET_ROLES = ("partner", "customer", "admin", GUEST)
 UNGATED = frozenset({"location", "location_batch"})
 # Sent to one socket just before the server ends it (payloads in docs/events.md).
 AUTH_EXPIRED = "auth_expired"
@@ -261,6 +264,12 @@ class SocketServer:
             except Exception as exc:  # the entry lapses on its own within PRESENCE_TTL_MS
                 logger.warning("could not clear a partner's presence: %s", type(exc).__name__)
             self.engine.partner_disconnected(conn.user_id)
+
+    async def sample_sockets(self) -> list[metrics.Metric]:
+        """Metrics, read at scrape time from the connection map: this process's sockets by role."""
+        counts = collections.Counter(conn.role for conn in self.conns.values())
+        return [metrics.gauge("partypilot_sockets", "Socket.IO connections on this process, by role", "role",
+                              {role: counts.get(role, 0) for role in SOCKET_ROLES})]
 
     async def disconnect(self, sid: str, *_: Any) -> None:
         await self._leave(sid)
@@ -491,6 +500,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     app[SIO] = sio
     server = SocketServer(sio, settings, app)
     server.register()
+    app.setdefault(keys.METRIC_SAMPLERS, []).append(server.sample_sockets)
 
     async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
         engine = Engine(settings, app[keys.DB], app[keys.REDIS], SocketEmitter(sio), app.get(TUNING))

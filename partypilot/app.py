@@ -10,7 +10,7 @@ from aiohttp import web
 import api
 import dispatch
 from core import keys, revocations
-from core.http import api_error_middleware, request_id_middleware
+from core.http import access_middleware, api_error_middleware, request_id_middleware
 from core.settings import Settings
 from core.stores import mongo_ctx, redis_ctx
 from core.tasks import TaskOwner
@@ -43,11 +43,12 @@ async def revocations_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the whole product for `settings`. Connections open when the app starts."""
     app = web.Application(
-        middlewares=[request_id_middleware, api_error_middleware],
+        middlewares=[request_id_middleware, access_middleware, api_error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
     app[keys.VERSION] = __version__
+    app[keys.METRIC_SAMPLERS] = []  # each side adds what /api/metrics reads at scrape time
     # Dependency order: stores first, then the tasks that use them; cleanup runs in reverse,
     # so tasks stop before the stores close.
     app.cleanup_ctx.extend([mongo_ctx, redis_ctx, tasks_ctx, revocations_ctx, *api.contexts()])

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 
 from core.logs import configure_logging
 from core.settings import SECRETS_DIR, Settings, SettingsError, env_name
-from partypilot import localservices
+from partypilot import __version__, localservices
 
 logger = logging.getLogger("partypilot")
 
@@ -202,8 +203,45 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
 
 
+def latest_codes(outbox: Path, limit: int) -> list[dict[str, str]]:
+    """The newest `limit` sign-in codes the local SMS and email gateways wrote under `outbox`, oldest first."""
+    from api.auth import SIGN_IN_CODE_PHRASE
+    from gateway_clients.delivery import LocalOutboxFile
+
+    pattern = re.compile(rf"^(\d+) {re.escape(SIGN_IN_CODE_PHRASE)}")
+    found: list[dict[str, str]] = []
+    for channel in ("email", "sms"):
+        for message in LocalOutboxFile(outbox, channel).read():
+            match = pattern.match(str(message.get("body") or ""))
+            if match:
+                found.append({"at": str(message.get("at") or ""), "channel": channel,
+                              "to": str(message.get("to") or ""), "code": match.group(1)})
+    found.sort(key=lambda entry: entry["at"])  # ISO-8601 UTC times sort as text
+    return found[-limit:] if limit > 0 else []
+
+
+def cmd_codes(args: argparse.Namespace) -> int:
+    """Print the latest development sign-in codes from the local outbox files (never in production)."""
+    from gateway_clients.messaging import local_outbox_dir
+
+    settings = load_settings()
+    if settings.is_production:
+        sys.stderr.write("partypilot: `codes` is for development; in production sign-in codes go to the "
+                         "configured SMS and email providers\n")
+        return 2
+    outbox = local_outbox_dir(settings)
+    found = latest_codes(outbox, args.limit)
+    if not found:
+        print(f"no sign-in codes in {outbox} yet: request one on a sign-in page first")  # noqa: T201
+        return 0
+    for entry in found:
+        print(f"{entry['at']}  {entry['code']}  {entry['channel']:<5}  {entry['to']}")  # noqa: T201
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="partypilot")
+    parser.add_argument("--version", action="version", version=f"partypilot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start local services, seed demo data and serve (make run)")
@@ -231,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_argument("--mongo-port", type=int, default=DEV_MONGO_PORT)
     services.add_argument("--ephemeral", action="store_true", help="no Redis persistence")
     services.set_defaults(func=cmd_services)
+
+    codes = sub.add_parser("codes", help="print the latest development sign-in codes from the local outbox")
+    codes.add_argument("-n", "--limit", type=int, default=10, help="how many (newest last; default 10)")
+    codes.set_defaults(func=cmd_codes)
 
     sim = sub.add_parser("simulate", help="drive simulated partners through the Socket.IO API")
     sim.add_argument("--url", default="http://127.0.0.1:8080")

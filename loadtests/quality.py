@@ -94,6 +94,21 @@ async def create_accounts(mongodb_uri: str, db_name: str, scenario: Scenario, ba
                     admin_token=fixtures.mint(settings, admins[0], "admin", ttl))
 
 
+async def _get_json(http: aiohttp.ClientSession, url: str, headers: dict[str, str], tries: int = 3) -> Any:
+    """GET a JSON body, trying again after a timeout: right after a busy day the embedded MongoDB
+    can take longer than the client's timeout to page through every order."""
+    for attempt in range(1, tries + 1):
+        try:
+            async with http.get(url, headers=headers) as resp:
+                resp.raise_for_status()
+                return await resp.json()
+        except TimeoutError:
+            if attempt == tries:
+                raise
+            await asyncio.sleep(5 * attempt)
+    raise AssertionError("unreachable")
+
+
 async def fetch_admin(http: aiohttp.ClientSession, base_url: str, token: str,
                       order_ids: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Every order (the admin board) and each placed order's dispatch audit trail."""
@@ -101,9 +116,7 @@ async def fetch_admin(http: aiohttp.ClientSession, base_url: str, token: str,
     orders: dict[str, dict[str, Any]] = {}
     page = 1
     while True:
-        async with http.get(f"{base_url}/api/admin/orders?limit=100&page={page}", headers=headers) as resp:
-            resp.raise_for_status()
-            body = await resp.json()
+        body = await _get_json(http, f"{base_url}/api/admin/orders?limit=100&page={page}", headers)
         for item in body["items"]:
             orders[str(item["id"])] = item
         if not body["items"] or len(orders) >= int(body["total"]):
@@ -276,6 +289,8 @@ async def run_all(scenario: Scenario, source: str, strategies: Sequence[str], ou
         for strategy in strategies:
             results.append(await run_strategy(stack, scenario, strategy, plan, city, chaos=chaos,
                                               audit_sample=audit_sample))
+            # Written after each strategy too: a later one failing keeps the earlier figures.
+            write_report(out, scenario, source, city.area.name, results, notes, started)
     finally:
         await asyncio.to_thread(stack.close)
     report = write_report(out, scenario, source, city.area.name, results, notes, started)

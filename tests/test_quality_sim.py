@@ -142,10 +142,10 @@ def test_the_bundled_scenarios_parse_with_the_issues_default_day() -> None:
     day = load_scenario(DEFAULT_SCENARIO)
     assert (day.partners.count, day.orders.count, day.behaviour.accept_probability) == (300, 1200, 0.8)
     assert day.behaviour.disconnects.per_partner_hour == 0.05
-    assert day.scale == pytest.approx(75.0)
+    assert day.scale == pytest.approx(50.0)
     env = day.app_env("top_k")
     assert env["PARTYPILOT_DISPATCH_STRATEGY"] == "top_k"
-    assert float(env["PARTYPILOT_OFFER_TIMEOUT_S"]) == pytest.approx(0.4)
+    assert float(env["PARTYPILOT_OFFER_TIMEOUT_S"]) == pytest.approx(0.6)
     assert float(env["PARTYPILOT_PING_INTERVAL_S"]) >= 1.25  # never faster than the server's 1 fix/s
     tiny = load_scenario(TINY_SCENARIO)
     assert tiny.partners.count == 12 and tiny.orders.count == 20

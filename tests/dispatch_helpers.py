@@ -222,3 +222,21 @@ async def start_env(aiohttp_server: Any, make_settings: Callable[..., Settings],
         if not done:
             pending = sorted(t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task())
             raise AssertionError(f"app shutdown hung; pending tasks: {pending}")
+
+
+async def refusal(env: Env, token: str | None) -> dict[str, str]:
+    """The `connect_error` data of a socket the server refuses (its `code` says why)."""
+    sock = Sock()
+    env.socks.append(sock)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sock.connect(env.url, token)
+    assert isinstance(sock.refusal, dict)
+    data: dict[str, str] = sock.refusal["data"]
+    return data
+
+
+async def disconnected(sock: Sock, timeout: float = 5.0) -> None:
+    """Wait until the server has closed `sock`."""
+    async with asyncio.timeout(timeout):
+        while sock.client.connected:
+            await asyncio.sleep(0.02)

@@ -7,28 +7,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-import pytest
-import socketio
-
 from core.contracts import PARTNER_EVENTS, REVOKED_SESSION_KEY, SESSION_EVENTS, PartnerEvent, SessionEvent
 from core.jsonutil import iso
 from core.tokens import issue_tracking_token
 from dispatch.expiry import Deadlines
-from tests.dispatch_helpers import Env, Sock, make_customer, make_partner, ping, start_env
+from tests.dispatch_helpers import Env, Sock, disconnected, make_customer, make_partner, ping, refusal, start_env
 
 __all__ = ["start_env"]
 
 StartEnv = Callable[..., Awaitable[Env]]
-
-
-async def refusal(env: Env, token: str | None) -> dict[str, str]:
-    sock = Sock()
-    env.socks.append(sock)
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        await sock.connect(env.url, token)
-    assert isinstance(sock.refusal, dict)
-    data: dict[str, str] = sock.refusal["data"]
-    return data
 
 
 async def watched(env: Env, token: str | None, auth: dict[str, str] | None = None) -> Sock:
@@ -38,12 +25,6 @@ async def watched(env: Env, token: str | None, auth: dict[str, str] | None = Non
         sock.client.on(name, sock._recorder(name))
     env.socks.append(sock)
     return await sock.connect(env.url, token, auth)
-
-
-async def disconnected(sock: Sock, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while sock.client.connected:
-            await asyncio.sleep(0.05)
 
 
 async def test_connections_without_a_valid_token_are_refused_with_a_reason(start_env: StartEnv) -> None:

@@ -16,11 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import socketio
 from aiohttp.test_utils import TestClient
 
 from core.tokens import issue_tracking_token
-from tests.dispatch_helpers import Env, Sock, make_customer, start_env
+from tests.dispatch_helpers import Env, make_customer, refusal, start_env
 from tests.fakes import app_of
 from tests.helpers import bearer, db_of, make_user
 
@@ -130,16 +129,6 @@ async def test_a_tracking_link_is_not_an_access_token(client: TestClient[Any, An
     assert resp.status == 401 and (await resp.json())["error"]["code"] == "invalid_token"
 
 
-async def _refusal(env: Env, token: str) -> dict[str, str]:
-    sock = Sock()
-    env.socks.append(sock)
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        await sock.connect(env.url, token)
-    assert isinstance(sock.refusal, dict)
-    data: dict[str, str] = sock.refusal["data"]
-    return data
-
-
 async def test_forged_tokens_are_refused_at_the_socket_connect(start_env: StartEnv) -> None:
     env = await start_env()
     user = await make_customer(env.db)
@@ -148,8 +137,8 @@ async def test_forged_tokens_are_refused_at_the_socket_connect(start_env: StartE
     assert control.client.connected
     await control.close()
     for name, forge in sorted(FORGERIES.items()):
-        refused = await _refusal(env, forge(secret, user))
+        refused = await refusal(env, forge(secret, user))
         assert refused["code"] == EXPECTED_CODE.get(name, "invalid_token"), (name, refused)
     tracking, _ = issue_tracking_token(env.settings, "some-order")
-    refused = await _refusal(env, tracking)
+    refused = await refusal(env, tracking)
     assert refused["code"] == "invalid_token"

@@ -20,7 +20,7 @@ import socketio
 
 from core.orderflow import OrderFlow
 from dispatch.server import FLOOD_BURST
-from tests.dispatch_helpers import Env, Sock, make_customer, make_order, make_partner, start_env
+from tests.dispatch_helpers import Env, Sock, disconnected, make_customer, make_order, make_partner, start_env
 
 __all__ = ["start_env"]
 
@@ -35,12 +35,6 @@ async def watched(env: Env, token: str) -> Sock:
         sock.client.on(name, sock._recorder(name))
     env.socks.append(sock)
     return await sock.connect(env.url, token)
-
-
-async def disconnected(sock: Sock, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while sock.client.connected:
-            await asyncio.sleep(0.02)
 
 
 async def test_a_socket_from_a_foreign_origin_is_refused(start_env: StartEnv) -> None:

@@ -172,7 +172,7 @@ class OrderFlow:
         another active job."""
         fresh = await self.claim_partner(partner_id, order_id)
         try:
-            return await self.transition(
+            after = await self.transition(
                 order_id, "assigned", by_role=by_role, by_id=by_id, reason=reason, allowed_from=allowed_from,
                 expect=expect, conflict_message=conflict_message, record_same=record_same,
                 set_fields={"partner_id": partner_id, "assigned_at": iso(), "offer_partner_ids": [],
@@ -183,6 +183,12 @@ class OrderFlow:
             if fresh:
                 await self.release_partner(partner_id, order_id)
             raise
+        # Two writers can share one claim (an admin's assignment and the partner's own accept of
+        # the same order): the loser's release may land after the winner's commit. Whoever writes
+        # last sees the other: the committer re-asserts an emptied claim here, and release_partner
+        # re-reads the order after emptying one.
+        await self._reclaim(partner_id, order_id)
+        return after
 
     async def claim_partner(self, partner_id: str, order_id: str) -> bool:
         """Claim the partner for `order_id`; True when newly claimed, False when it already was.
@@ -245,12 +251,38 @@ class OrderFlow:
         return claimed
 
     async def release_partner(self, partner_id: str, order_id: str) -> None:
-        """Free the partner if (and only if) its claim names `order_id`."""
+        """Free the partner if (and only if) its claim names `order_id` and the order is not (or no
+        longer) their job: a release that raced an assignment of the same partner to the same order
+        puts the claim back (see `assign`)."""
         try:
-            await self.orders.database.partners.update_one({"_id": partner_id, PARTNER_JOB_FIELD: order_id},
-                                                           {"$set": {PARTNER_JOB_FIELD: ""}})
+            released = await self.orders.database.partners.update_one(
+                {"_id": partner_id, PARTNER_JOB_FIELD: order_id}, {"$set": {PARTNER_JOB_FIELD: ""}})
+            if not released.modified_count:
+                return
+            order = await self.orders.find_one({"_id": order_id}, {"status": 1, "partner_id": 1})
+            if order is not None and order.get("status") in TRACKABLE and order.get("partner_id") == partner_id:
+                await self._reclaim(partner_id, order_id)
         except Exception as exc:  # the next claim finds the stale one and clears it
             logger.warning("could not release partner %s from %s: %s", partner_id, order_id, type(exc).__name__)
+
+    async def _reclaim(self, partner_id: str, order_id: str) -> None:
+        """Put back an emptied claim for the partner's committed job (one read when nothing raced).
+        A claim naming another order by now means a third writer took the partner in between:
+        logged for an admin (the startup reconciliation, `claim_active_jobs`, never replaces it)."""
+        partners = self.orders.database.partners
+        current = await partners.find_one({"_id": partner_id}, {PARTNER_JOB_FIELD: 1})
+        if current is None:
+            return
+        held = current.get(PARTNER_JOB_FIELD)
+        if held == order_id:
+            return
+        if held:
+            logger.warning("partner %s is claimed by order %s while order %s names them", partner_id, held, order_id)
+            return
+        free: Any = {"$exists": False} if held is None else ""
+        claim = {"$set": {PARTNER_JOB_FIELD: order_id, CLAIM_AT_FIELD: now_ms()}}
+        if (await partners.update_one({"_id": partner_id, PARTNER_JOB_FIELD: free}, claim)).modified_count:
+            logger.info("restored the claim of partner %s on order %s after a racing release", partner_id, order_id)
 
     async def announce(self, order: Mapping[str, Any], *, prev_status: str | None, by_role: str,
                        reason: str | None = None) -> None:

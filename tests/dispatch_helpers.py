@@ -102,7 +102,7 @@ class Sock:
     async def call(self, event: str, data: Any = None, timeout: float = 5.0) -> Any:
         return await self.client.call(event, data, timeout=timeout)
 
-    async def wait_for(self, name: str, predicate: Any = None, timeout: float = 5.0) -> Any:
+    async def wait_for(self, name: str, predicate: Any = None, timeout: float = 15.0) -> Any:
         """The first recorded `name` event matching `predicate` (waiting for it if needed)."""
         def find() -> Any:
             for item in self.events[name]:

@@ -628,3 +628,26 @@ async def test_a_quick_reassignment_leaves_the_first_partner_free_in_the_fleet(
         await world.check()
     finally:
         await world.stop()
+
+
+async def test_a_losing_accept_does_not_free_a_partner_the_admin_just_assigned_to_the_same_order(
+        make_settings: Callable[..., Settings]) -> None:
+    """Found by the machine: the partner's accept claimed them first, the admin's assignment of the
+    same partner to the same order shared that claim and committed, then the accept lost and gave
+    "its" claim back, so the partner looked free (offerable) while on the job."""
+    world = World(make_settings(mongodb_db=f"t_{uuid.uuid4().hex[:12]}", offer_timeout_s=OFFER_TIMEOUT_S))
+    await world.start()
+    try:
+        partner = world.partners[0]
+        oid = await world.create("cash")
+        await world.settle()
+        assert await world.flow.claim_partner(partner, oid)  # the accept's claim, its commit still to come
+        await world.flow.assign(oid, partner, by_role="admin", by_id=world.admin, reason="manual assignment",
+                                allowed_from=ASSIGNABLE)
+        await world.flow.release_partner(partner, oid)  # the accept lost: it gives back what it took
+        await world.settle()
+        claim = await world.db.partners.find_one({"_id": partner}, {PARTNER_JOB_FIELD: 1})
+        assert claim is not None and claim[PARTNER_JOB_FIELD] == oid
+        await world.check()
+    finally:
+        await world.stop()

@@ -61,6 +61,9 @@ CALL_TIMEOUT_S = 10.0
 RECONNECT_PAUSE_S = 1.0
 # Real seconds between the simulator's progress lines.
 PROGRESS_EVERY_S = 15.0
+# A phone retries a failed status update (5xx, lost connection) for this long, real seconds.
+STATUS_RETRY_FOR_S = 120.0
+STATUS_RETRY_PAUSE_MAX_S = 8.0
 
 
 def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -639,30 +642,43 @@ class SimPartner:
         self.world.spawn(self._do_job(seen.order_id, float(pickup["lat"]), float(pickup["lng"])))
 
     async def _venue(self, order_id: str) -> dict[str, float] | None:
-        """The exact venue of an order assigned to this partner (`GET /api/partner/orders/my`)."""
-        url = f"{self.world.base_url}/api/partner/orders/my?status=assigned&limit=100"
-        try:
-            async with self.world.http.get(url, headers={"Authorization": f"Bearer {self.token}"}) as resp:
-                body = await resp.json() if resp.status == 200 else {}
-        except (aiohttp.ClientError, TimeoutError):
-            return None
-        for item in body.get("items") or []:
+        """The exact venue of an order assigned to this partner."""
+        for item in await self._my_jobs():
             address = item.get("address") or {}
             if str(item.get("id")) == order_id and "lat" in address and "lng" in address:
                 return {"lat": float(address["lat"]), "lng": float(address["lng"])}
         return None
 
     async def _job_is_mine(self, order_id: str) -> bool:
-        """Whether the server has the order assigned to this partner (`GET /api/partner/orders/my`)."""
-        url = f"{self.world.base_url}/api/partner/orders/my?status=assigned&limit=100"
-        try:
-            async with self.world.http.get(url, headers={"Authorization": f"Bearer {self.token}"}) as resp:
-                if resp.status != 200:
-                    return False
-                body = await resp.json()
-        except (aiohttp.ClientError, TimeoutError):
-            return False
-        return any(str(item.get("id")) == order_id for item in body.get("items") or [])
+        """Whether the server has the order assigned to this partner."""
+        return any(str(item.get("id")) == order_id for item in await self._my_jobs())
+
+    async def _my_jobs(self) -> list[dict[str, Any]]:
+        """`GET /api/partner/orders/my?status=assigned`; empty when it never answers."""
+        code, body = await self._api("GET", "/api/partner/orders/my?status=assigned&limit=100", "my jobs")
+        return list(body.get("items") or []) if code == 200 else []
+
+    async def _api(self, method: str, path: str, label: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        """One REST call as the partner app makes it: a 5xx or a lost connection says nothing about
+        the job, so it is retried with a growing pause for STATUS_RETRY_FOR_S real seconds. Returns
+        the first answer below 500 (status, JSON body), or (0, {}) when none came."""
+        deadline = asyncio.get_running_loop().time() + STATUS_RETRY_FOR_S
+        pause = 0.25
+        while True:
+            try:
+                async with self.world.http.request(method, f"{self.world.base_url}{path}", json=body,
+                                                   headers={"Authorization": f"Bearer {self.token}"}) as resp:
+                    if resp.status < 500:
+                        answer = await resp.json(content_type=None)
+                        return resp.status, answer if isinstance(answer, dict) else {}
+                    self.world.status_errors[f"{label}: {resp.status}"] += 1
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                self.world.status_errors[f"{label}: {type(exc).__name__}"] += 1
+            if asyncio.get_running_loop().time() + pause > deadline:
+                self.world.status_errors[f"{label}: gave up"] += 1
+                return 0, {}
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, STATUS_RETRY_PAUSE_MAX_S)
 
     def _free(self) -> None:
         self.job = None
@@ -703,19 +719,16 @@ class SimPartner:
             await asyncio.sleep(0.2)
 
     async def _status(self, order_id: str, status: str) -> bool:
-        url = f"{self.world.base_url}/api/partner/orders/{order_id}/status"
-        for attempt in range(3):
-            try:
-                async with self.world.http.put(url, json={"status": status},
-                                               headers={"Authorization": f"Bearer {self.token}"}) as resp:
-                    if resp.status < 400:
-                        return True
-                    self.world.status_errors[f"{status}: {resp.status}"] += 1
-                    if resp.status < 500:
-                        return False
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self.world.status_errors[f"{status}: {type(exc).__name__}"] += 1
-            await asyncio.sleep(0.2 * (attempt + 1))
+        """Move the job on, as the partner app does (retried, see `_api`). A 409 saying the order is
+        already there is an earlier try that committed before its answer was lost; any other 4xx
+        is final."""
+        code, answer = await self._api("PUT", f"/api/partner/orders/{order_id}/status", status, {"status": status})
+        if 0 < code < 400:
+            return True
+        if code == 409 and ((answer.get("error") or {}).get("details") or {}).get("status") == status:
+            return True
+        if code:
+            self.world.status_errors[f"{status}: {code}"] += 1
         return False
 
 

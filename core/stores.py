@@ -27,10 +27,15 @@ def make_mongo_client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
     # Short selection timeout: while Mongo is down we answer 503 in about two seconds instead of
     # hanging for the driver's default 30 s. Retryable writes need a replica set; on the
     # standalone embedded server, idempotency keys keep writes single instead.
+    # connectTimeoutMS is also the monitor's heartbeat timeout, and a heartbeat that times out
+    # marks the server unknown, clears the pool and cancels every operation in flight
+    # (`_OperationCancelled`). 2 s did that whenever a busy server was slow to answer `hello`
+    # (the embedded one under the dispatch simulator: a minute of 503s from a server that was
+    # only late). A server that is down refuses connections at once, so this costs nothing there.
     return AsyncMongoClient(
         uri,
         serverSelectionTimeoutMS=2000,
-        connectTimeoutMS=2000,
+        connectTimeoutMS=10000,
         socketTimeoutMS=10000,
         appname="partypilot",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -20,6 +21,13 @@ logger = logging.getLogger(__name__)
 
 DEMO_CUSTOMER_EMAIL = "customer@partypilot.local"
 DEMO_PARTNER_COUNT = 12
+
+# Called with how many records were just checked or written: the CLI draws a progress bar with it.
+Advance = Callable[[int], None]
+
+
+def _unobserved(count: int) -> None:
+    """The default `Advance`: nobody is watching."""
 
 
 async def ensure_admin(db: AsyncDatabase[dict[str, Any]], email: str, name: str = "Administrator") -> str:
@@ -188,7 +196,7 @@ def package_image(category: str) -> str:
     return f"/img/packages/{category.lower()}.svg"
 
 
-async def seed_packages(db: AsyncDatabase[dict[str, Any]], currency: str) -> int:
+async def seed_packages(db: AsyncDatabase[dict[str, Any]], currency: str, advance: Advance = _unobserved) -> int:
     """Insert the demo packages that are missing. Returns how many were added."""
     added = 0
     for index, (category, packages) in enumerate(PACKAGES.items()):
@@ -204,6 +212,7 @@ async def seed_packages(db: AsyncDatabase[dict[str, Any]], currency: str) -> int
             slug = doc.pop("slug")
             result = await db.packages.update_one({"slug": slug}, {"$setOnInsert": doc}, upsert=True)
             added += 1 if result.upserted_id is not None else 0
+            advance(1)
     return added
 
 
@@ -218,7 +227,7 @@ async def _ensure_user(db: AsyncDatabase[dict[str, Any]], email: str, role: str,
     return user_id
 
 
-async def seed_partners(db: AsyncDatabase[dict[str, Any]]) -> list[str]:
+async def seed_partners(db: AsyncDatabase[dict[str, Any]], advance: Advance = _unobserved) -> list[str]:
     """partner1@partypilot.local .. partner12@: approved partners with first names and phones."""
     ids = []
     for n in range(1, DEMO_PARTNER_COUNT + 1):
@@ -233,14 +242,24 @@ async def seed_partners(db: AsyncDatabase[dict[str, Any]]) -> list[str]:
             "service_area": "Bengaluru Central", "status": "approved", "created_at": now, "status_at": now,
         }}, upsert=True)
         ids.append(user_id)
+        advance(1)
     return ids
 
 
-async def seed_demo_data(db: AsyncDatabase[dict[str, Any]], settings: Settings) -> None:
+def seed_record_count(settings: Settings) -> int:
+    """How many records `seed_demo_data` checks or writes, and so reports to its `advance`."""
+    admin = 1 if settings.is_development else 0
+    return admin + sum(len(packages) for packages in PACKAGES.values()) + DEMO_PARTNER_COUNT + 1
+
+
+async def seed_demo_data(db: AsyncDatabase[dict[str, Any]], settings: Settings,
+                         advance: Advance = _unobserved) -> None:
     """Idempotent demo data; the dev admin identity comes from settings."""
     if settings.is_development:
         await ensure_admin(db, settings.dev_admin_email)
-    added = await seed_packages(db, settings.currency)
-    await seed_partners(db)
+        advance(1)
+    added = await seed_packages(db, settings.currency, advance)
+    await seed_partners(db, advance)
     await _ensure_user(db, DEMO_CUSTOMER_EMAIL, "customer", "Asha Customer", "+919845099999")
+    advance(1)
     logger.info("demo data is in place (%d new packages)", added)

@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from core.jsonutil import iso
 from core.settings import Settings
 from core.tokens import Role, issue_access_token
+from partypilot import progress
 
 AREAS_FILE = Path(__file__).resolve().parent.parent / "geo" / "data" / "service_areas.geojson"
 # Used only when the bundled service areas are missing: central Bengaluru.
@@ -102,9 +103,13 @@ def mint(settings: Settings, user_id: str, role: Role, ttl_s: int | None = None)
     return issue_access_token(settings, user_id, role, session_id=f"bench-{uuid.uuid4().hex[:12]}")
 
 
-async def _insert(db: AsyncDatabase[dict[str, Any]], name: str, docs: list[dict[str, Any]]) -> None:
-    for start in range(0, len(docs), INSERT_CHUNK):
-        await db[name].insert_many(docs[start:start + INSERT_CHUNK], ordered=False)
+async def _insert(db: AsyncDatabase[dict[str, Any]], name: str, docs: list[dict[str, Any]], title: str) -> None:
+    """Insert in chunks, with a progress bar on a terminal: thousands of identities take seconds."""
+    with progress.step(title, total=len(docs), unit="documents") as advance:
+        for start in range(0, len(docs), INSERT_CHUNK):
+            chunk = docs[start:start + INSERT_CHUNK]
+            await db[name].insert_many(chunk, ordered=False)
+            advance(len(chunk))
 
 
 async def create_users(db: AsyncDatabase[dict[str, Any]], role: Role, count: int, tag: str) -> list[str]:
@@ -113,7 +118,7 @@ async def create_users(db: AsyncDatabase[dict[str, Any]], role: Role, count: int
     ids = [uuid.uuid4().hex for _ in range(count)]
     docs = [{"_id": uid, "role": role, "email": f"{tag}-{n}@bench.partypilot.local", "name": f"Bench {role} {n}",
              "addresses": [], "created_at": now, "deleted": 0} for n, uid in enumerate(ids)]
-    await _insert(db, "users", docs)
+    await _insert(db, "users", docs, f"creating load-test {role} accounts")
     return ids
 
 
@@ -127,7 +132,7 @@ async def create_partners(db: AsyncDatabase[dict[str, Any]], count: int, tag: st
              "first_name": f"Partner{n}", "email": f"{tag}-{n}@bench.partypilot.local",
              "phone": f"+9198{n:08d}", "vehicle_type": vehicles[n % 4], "status": "approved",
              "created_at": now, "status_at": now} for n, pid in enumerate(ids)]
-    await _insert(db, "partners", docs)
+    await _insert(db, "partners", docs, "creating load-test partner profiles")
     return ids
 
 
@@ -153,7 +158,7 @@ async def ensure_catalog(db: AsyncDatabase[dict[str, Any]], settings: Settings) 
             "images": [f"/media/packages/{n + 1}.jpg"], "active": 1, "rating_count": 0,
             "created_at": now, "updated_at": now,
         })
-    await _insert(db, "packages", docs)
+    await _insert(db, "packages", docs, "creating load-test packages")
     return len(docs)
 
 

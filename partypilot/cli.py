@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -16,12 +17,13 @@ from typing import Any
 
 from core.logs import configure_logging
 from core.settings import SECRETS_DIR, Settings, SettingsError, env_name
-from partypilot import __version__, localservices
+from partypilot import __version__, localservices, progress
 
 logger = logging.getLogger("partypilot")
 
 DEV_REDIS_PORT = 6391
 DEV_MONGO_PORT = 27117
+LOCAL_SERVICE_NAMES = {"redis": "Redis", "mongo": "nx-27017 (the MongoDB wire server)"}
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -42,13 +44,25 @@ def _serve(settings: Settings) -> None:
 
     app = create_app(settings)
     gctuning.tune(app)
-    web.run_app(app, host=settings.host, port=settings.port, print=None,
-                loop=uvloop.new_event_loop(), access_log=None, shutdown_timeout=5)
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, print=None,
+                    loop=uvloop.new_event_loop(), access_log=None, shutdown_timeout=5)
+    except OSError as exc:
+        # Taken between ensure_port_free and here: the same one sentence instead of a traceback.
+        if exc.errno == errno.EADDRINUSE:
+            raise localservices.PortInUseError(settings.host, settings.port) from None
+        raise
+
+
+def _ensure_port_free(settings: Settings) -> None:
+    if settings.port:
+        localservices.ensure_port_free(settings.host, settings.port)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(**_overrides(args))
     _configure_logging(settings)
+    _ensure_port_free(settings)
     _serve(settings)
     return 0
 
@@ -70,6 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`make run`: local services (unless URIs are configured), demo data, the app, a simulation."""
     settings = load_settings(**_overrides(args))
     _configure_logging(settings)
+    # A busy port is said before services start or data is seeded, not after.
+    _ensure_port_free(settings)
     services = None
     simulation: subprocess.Popen[bytes] | None = None
     overrides: dict[str, Any] = {}
@@ -78,12 +94,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     missing = frozenset(name for name, field in (("mongo", "mongodb_uri"), ("redis", "redis_url"))
                         if getattr(settings, field) == Settings.model_fields[field].default)
     if missing:
-        services = localservices.start(settings.data_dir, DEV_REDIS_PORT, DEV_MONGO_PORT, only=missing, tied=True)
+        names = " and ".join(LOCAL_SERVICE_NAMES[name] for name in ("redis", "mongo") if name in missing)
+        with progress.step(f"starting {names} on loopback"):
+            services = localservices.start(settings.data_dir, DEV_REDIS_PORT, DEV_MONGO_PORT, only=missing,
+                                           tied=True)
         if "mongo" in missing:
             overrides["mongodb_uri"] = services.mongodb_uri
         if "redis" in missing:
             overrides["redis_url"] = services.redis_url
-        logger.info("local services started: %s", ", ".join(sorted(missing)))
     # SIGTERM behaves like Ctrl-C so the finally below always stops what we started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -115,12 +133,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _seed(settings: Settings) -> None:
-    from api.seed import seed_demo_data
+    from api.seed import seed_demo_data, seed_record_count
     from core.stores import make_mongo_client
 
     client = make_mongo_client(settings.mongodb_uri)
     try:
-        await seed_demo_data(client[settings.mongodb_db], settings)
+        with progress.step("seeding demo data", total=seed_record_count(settings), unit="records") as advance:
+            await seed_demo_data(client[settings.mongodb_db], settings, advance)
     finally:
         await client.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import shutil
@@ -25,6 +26,14 @@ logger = logging.getLogger(__name__)
 
 class ServiceError(RuntimeError):
     """A local service could not be installed or started."""
+
+
+class PortInUseError(ServiceError):
+    """The port the app should listen on is held by another process."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} is already in use by another process (another `make run`?): "
+                         f"stop it, or choose a free port with PORT={port + 1} (make run PORT={port + 1})")
 
 
 @dataclass
@@ -49,6 +58,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise PortInUseError when the app could not listen on `host:port`, before anything is started."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return  # an unknown host is the server's to report
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            # As aiohttp's server does: a port left in TIME_WAIT can be taken again, a listening one cannot.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUseError(host, port) from None
+                return  # another refusal (a privileged port, a foreign address) is the server's to report
 
 
 def ensure_redis_server() -> str:

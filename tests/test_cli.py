@@ -1,9 +1,12 @@
-"""Command-line conveniences: `--version` from the package metadata, and `codes` reading the latest
-development sign-in codes from the local outbox (and refusing in production)."""
+"""Command-line conveniences: `--version` from the package metadata, `codes` reading the latest
+development sign-in codes from the local outbox (and refusing in production), and a busy port said
+in one sentence before anything starts."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from importlib.metadata import version
@@ -75,3 +78,22 @@ def test_codes_is_refused_in_production(workdir: Path, monkeypatch: pytest.Monke
     out = capsys.readouterr()
     assert "123456" not in out.out + out.err
     assert "development" in out.err
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_a_busy_port_is_one_sentence_with_the_fix(command: str, tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PARTYPILOT_")}
+        env.update(HOST="127.0.0.1", PARTYPILOT_DATA_DIR=str(tmp_path / "data"))
+        # `run` would start Redis and nx-27017, seed and start a fleet simulation first: it must not get there.
+        proc = subprocess.run([sys.executable, "-m", "partypilot", command, "--port", str(port)], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"partypilot: port {port} on 127.0.0.1 is already in use")
+    assert f"PORT={port + 1}" in proc.stderr  # the fix
+    assert not (tmp_path / "data" / "run").exists()  # no local service was started

@@ -10,17 +10,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Runtime dependencies first, pinned by constraints.txt, so a code change reuses this layer. Only
-# `[project] dependencies`: no extras, so no test, lint, load or local-service tools (nx-27017,
-# Locust, Playwright) in the image; tests/test_compose.py checks that.
-COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -c constraints.txt -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Runtime dependencies first, exactly as locked (requirements/runtime.txt is exported from uv.lock by
+# `make lock`, every file with its hash), so a code change reuses this layer. Only `[project]
+# dependencies`: no extras, so no test, lint, load or local-service tools (nx-27017, Locust,
+# Playwright) in the image; tests/test_dependencies.py and tests/test_compose.py check that.
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN pip install --require-hashes --no-deps -r requirements/runtime.txt
 
+# The project itself, without dependencies: they are all in the layer above.
 COPY . .
-RUN pip install -c constraints.txt . \
+RUN pip install --no-deps . \
     && useradd --system --user-group --uid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin partypilot \
     && mkdir -p /data/media \
     && chown -R partypilot:partypilot /data

@@ -1,23 +1,74 @@
 #!/usr/bin/env bash
-# Create the virtualenv and install the project with pinned versions (constraints.txt).
-# Called by `make install`; does nothing when the stamp for the current inputs exists.
+# Create .venv and install the project from uv.lock, every file checked against its hash: the
+# runtime dependencies plus the extras named as arguments (pyproject.toml: local = nx-27017 for
+# `make run`, load = loadtests/ for `make bench` and `make sim`, dev = both plus the test and lint
+# tools). uv itself comes from requirements/bootstrap.txt (pinned, with hashes) through the venv's
+# own pip, so a fresh Debian 12 needs nothing but python3.11 and its venv module.
+#
+# One stamp per installed set under the hash of the lock makes the second run instant: `make test`
+# then `make run` installs nothing (dev includes local), `make run` then `make test` adds dev.
+# A changed pyproject.toml without `make lock` stops here with uv's own sentence (--locked).
+# `install.sh --bootstrap` only creates .venv with uv in it (what `make lock` needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/steps.sh
+. scripts/steps.sh
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-stamp="$VENV/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
-if [ -f "$stamp" ]; then
-  exit 0
+
+bootstrap_only=false
+if [ "${1:-}" = "--bootstrap" ]; then
+  bootstrap_only=true
+  shift
 fi
+if ! $bootstrap_only; then
+  lock_id=$(cat pyproject.toml uv.lock requirements/bootstrap.txt | sha1sum | cut -c1-12)
+  stamps="$VENV/.installed/$lock_id"
+  missing=()
+  for set in runtime "$@"; do
+    [ -f "$stamps/$set" ] || [ -f "$stamps/dev" ] || missing+=("$set")
+  done
+  [ ${#missing[@]} -eq 0 ] && exit 0
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
-  echo "==> creating $VENV"
-  "$PYTHON" -m venv "$VENV"
+  step_begin "Python environment" "creating $VENV with $("$PYTHON" --version 2>&1) (about 3 s)"
+  if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    echo "Creating $VENV needs Debian's python3.11-venv: run 'sudo apt-get install -y python3.11-venv' (make run and make test install it when run as root), then run make again." >&2
+    exit 1
+  fi
+  step_end
 fi
-echo "==> installing Python packages (pinned by constraints.txt)"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-# Extras (pyproject.toml): local = nx-27017 for `make run`, load = loadtests/ for `make bench` and
-# `make sim`, dev = both plus the test and lint tools for `make test`.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
-rm -f "$VENV"/.installed-*
-touch "$stamp"
+
+uv_version=$(sed -n 's/^uv==\([0-9][0-9.]*\).*/\1/p' requirements/bootstrap.txt)
+if [ "$("$VENV/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$uv_version" ]; then
+  step_begin "installer" "uv $uv_version into $VENV with pip, hashes checked (about 5 s)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+    -r requirements/bootstrap.txt
+  step_end
+fi
+$bootstrap_only && exit 0
+
+label=runtime
+sync=(--locked --inexact)  # inexact: what another target installed stays
+for extra in "$@"; do
+  label="$label + $extra"
+  sync+=(--extra "$extra")
+done
+case " $* " in
+  *" dev "*) estimate="about 60 s the first time" ;;
+  *" load "*) estimate="about 30 s the first time" ;;
+  *) estimate="about 20 s the first time" ;;
+esac
+step_begin "Python packages" "$label from uv.lock ($estimate; uv's cache makes a rebuild quicker)"
+UV_PROJECT_ENVIRONMENT="$VENV" UV_PYTHON_DOWNLOADS=never "$VENV/bin/uv" sync "${sync[@]}"
+step_end
+
+rm -f "$VENV"/.installed-*  # stamps of the constraints.txt era
+mkdir -p "$stamps"
+find "$VENV/.installed" -mindepth 1 -maxdepth 1 ! -name "$lock_id" -exec rm -rf {} +
+for set in runtime "$@"; do
+  touch "$stamps/$set"
+done

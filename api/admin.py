@@ -18,11 +18,12 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from api.catalog import catalog_of, package_view
-from api.orders import OrderStatus, admin_view
+from api.catalog import PackagePage, PackageView, catalog_of, package_view
+from api.orders import OrderRecord, OrderRecordPage, OrderStatus, admin_view
 from api.packages import Category
 from api.paging import PageQuery, page_body, public
 from api.routing import RouteTable
+from api.schemas import Page, closed, open_ended
 from core import keys
 from core.contracts import DISPATCH_AUDIT, FLEET_ONLINE, PARTNER_EVENTS, PartnerEvent
 from core.errors import Conflict, NotFound, ValidationFailed
@@ -122,6 +123,96 @@ class CustomerQuery(PageQuery):
     q: str | None = Field(None, max_length=100)
 
 
+# --- what the admin routes answer ---------------------------------------------------------------
+
+_PARTNER_EXAMPLE: dict[str, Any] = {
+    "id": "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", "company_name": "Kumar Party Services", "contact_name": "Ravi Kumar",
+    "first_name": "Ravi", "email": "ravi@kumarparty.example", "phone": "+919845000001", "vehicle_type": "van",
+    "service_area": "Bengaluru Central", "status": "approved", "created_at": "2026-10-01T08:00:00.000Z",
+    "status_at": "2026-10-02T09:15:00.000Z", "status_by": "a1b2c3d4e5f60718293a4b5c6d7e8f90"}
+
+
+class PartnerRecord(BaseModel):
+    """A partner as admins see it: the stored application and standing (and the job it holds, if any)."""
+
+    model_config = open_ended(_PARTNER_EXAMPLE)
+    id: str = Field(description="the partner's user id")
+    company_name: str | None = None
+    contact_name: str | None = None
+    first_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    vehicle_type: str | None = Field(None, description="bike, car, van or truck")
+    service_area: str | None = None
+    status: Literal["pending", "approved", "rejected", "suspended"]
+    created_at: str | None = None
+    status_at: str | None = Field(None, description="when the standing last changed")
+    status_by: str | None = Field(None, description="the admin who changed it")
+    current_order_id: str | None = Field(None, description="the job it holds; empty when free")
+
+
+class PartnerRow(PartnerRecord):
+    model_config = open_ended({**_PARTNER_EXAMPLE, "online": True})
+    online: bool = Field(description="on duty with a live connection now")
+
+
+class PartnerPage(Page[PartnerRow]):
+    pass
+
+
+class AuditEntry(BaseModel):
+    """One dispatch decision: who was considered, offered, chosen or skipped, and why."""
+
+    model_config = open_ended()
+    id: str
+    order_id: str
+    at: str
+    event: str = Field(description="e.g. offered, declined, expired, accepted, manual_assign")
+    data: dict[str, Any] = Field(description="depends on the event")
+
+
+class AuditTrail(BaseModel):
+    model_config = closed({"items": [
+        {"id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d",
+         "at": "2026-12-03T10:01:12.000Z", "event": "offered",
+         "data": {"partner_ids": ["5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"], "radius_m": 5000, "node": "app-1:4242"}}],
+        "total": 1})
+    items: list[AuditEntry] = Field(description="oldest first, at most 1000")
+    total: int
+
+
+class AdminStats(BaseModel):
+    model_config = closed({"orders_by_status": {"placed": 3, "assigned": 2, "completed": 41, "cancelled": 4},
+                           "orders_total": 50, "revenue": 61_500_000, "currency": "INR", "avg_time_to_assign_s": 74.2,
+                           "partners_by_status": {"approved": 12, "pending": 2}, "partners_online": 7,
+                           "customers": 230})
+    orders_by_status: dict[str, int]
+    orders_total: int
+    revenue: int = Field(description="the price of completed orders, minor units")
+    currency: str
+    avg_time_to_assign_s: float | None = Field(description="over the latest assignments; null before the first")
+    partners_by_status: dict[str, int]
+    partners_online: int
+    customers: int
+
+
+class CustomerRow(BaseModel):
+    model_config = closed({"id": "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f", "name": "Asha Rao", "email": "asha@example.com",
+                           "phone": "+919845012345", "created_at": "2026-09-14T12:00:00.000Z", "deleted": False,
+                           "orders": 3})
+    id: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    created_at: str | None = None
+    deleted: bool = Field(description="the account was deleted: its personal data is gone")
+    orders: int = Field(description="orders placed, whatever their state")
+
+
+class CustomerPage(Page[CustomerRow]):
+    pass
+
+
 async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
     await db.partners.create_index([("status", 1), ("created_at", -1)])
     await db.users.create_index([("role", 1), ("created_at", -1)])
@@ -141,7 +232,7 @@ def slugify(name: str) -> str:
 
 
 @routes.get("/admin/packages", summary="All packages, archived ones included", query=AdminPackageQuery,
-            roles=ADMIN)
+            roles=ADMIN, response=PackagePage)
 async def admin_list_packages(request: web.Request, *, query: AdminPackageQuery) -> web.Response:
     db = request.config_dict[keys.DB]
     where: dict[str, Any] = {}
@@ -157,7 +248,7 @@ async def admin_list_packages(request: web.Request, *, query: AdminPackageQuery)
 
 
 @routes.post("/admin/packages", summary="Create a package", body=PackageCreate, roles=ADMIN, status=201,
-             responses={409: "the slug is taken"})
+             response=PackageView, responses={409: "the slug is taken"})
 async def create_package(request: web.Request, *, body: PackageCreate) -> web.Response:
     db = request.config_dict[keys.DB]
     now = iso()
@@ -177,7 +268,7 @@ async def create_package(request: web.Request, *, body: PackageCreate) -> web.Re
 
 
 @routes.put("/admin/packages/{id}", summary="Change any of a package's fields", body=PackageUpdate,
-            roles=ADMIN, responses={404: "no such package", 409: "the slug is taken"})
+            roles=ADMIN, response=PackageView, responses={404: "no such package", 409: "the slug is taken"})
 async def update_package(request: web.Request, *, body: PackageUpdate) -> web.Response:
     db = request.config_dict[keys.DB]
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -202,7 +293,7 @@ async def update_package(request: web.Request, *, body: PackageUpdate) -> web.Re
 
 
 @routes.delete("/admin/packages/{id}", summary="Archive a package (orders keep their snapshot)", roles=ADMIN,
-               responses={404: "no such package"})
+               response=PackageView, responses={404: "no such package"})
 async def archive_package(request: web.Request) -> web.Response:
     db = request.config_dict[keys.DB]
     result = await db.packages.update_one({"_id": request.match_info["id"]},
@@ -217,7 +308,8 @@ async def archive_package(request: web.Request) -> web.Response:
 # --- partners -------------------------------------------------------------------------------------
 
 
-@routes.get("/admin/partners", summary="Partners, optionally by status", query=PartnerQuery, roles=ADMIN)
+@routes.get("/admin/partners", summary="Partners, optionally by status", query=PartnerQuery, roles=ADMIN,
+            response=PartnerPage)
 async def list_partners(request: web.Request, *, query: PartnerQuery) -> web.Response:
     db = request.config_dict[keys.DB]
     where: dict[str, Any] = {}
@@ -270,20 +362,20 @@ async def _set_partner_status(request: web.Request, to: Literal["approved", "rej
     return json_response(public(after))
 
 
-@routes.put("/admin/partners/{id}/approve", summary="Approve a partner", roles=ADMIN,
+@routes.put("/admin/partners/{id}/approve", summary="Approve a partner", roles=ADMIN, response=PartnerRecord,
             responses={404: "no such partner", 409: "not from this standing"})
 async def approve_partner(request: web.Request, *, user: Claims) -> web.Response:
     return await _set_partner_status(request, "approved", user)
 
 
-@routes.put("/admin/partners/{id}/reject", summary="Reject a pending partner", roles=ADMIN,
+@routes.put("/admin/partners/{id}/reject", summary="Reject a pending partner", roles=ADMIN, response=PartnerRecord,
             responses={404: "no such partner", 409: "not from this standing"})
 async def reject_partner(request: web.Request, *, user: Claims) -> web.Response:
     return await _set_partner_status(request, "rejected", user)
 
 
 @routes.put("/admin/partners/{id}/suspend", summary="Suspend a partner (effective on their next request)",
-            roles=ADMIN, responses={404: "no such partner", 409: "not from this standing"})
+            roles=ADMIN, response=PartnerRecord, responses={404: "no such partner", 409: "not from this standing"})
 async def suspend_partner(request: web.Request, *, user: Claims) -> web.Response:
     return await _set_partner_status(request, "suspended", user)
 
@@ -347,7 +439,7 @@ def orders_csv(orders: Iterable[Mapping[str, Any]]) -> str:
 
 
 @routes.get("/admin/orders", summary="The order board; ?format=csv exports every matching order",
-            query=AdminOrderQuery, roles=ADMIN)
+            query=AdminOrderQuery, roles=ADMIN, response=OrderRecordPage)
 async def admin_list_orders(request: web.Request, *, query: AdminOrderQuery) -> web.Response:
     db = request.config_dict[keys.DB]
     where = _order_filter(query)
@@ -362,6 +454,11 @@ async def admin_list_orders(request: web.Request, *, query: AdminOrderQuery) -> 
 
 
 class UnassignedOrder(BaseModel):
+    model_config = closed({"id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "package": "Superhero Birthday Bash",
+                           "city": "Bengaluru", "placed_at": "2026-12-03T10:01:10.000Z", "waiting_s": 640,
+                           "offered": False, "attempts": 3, "radius_m": 15000,
+                           "next_retry_at": "2026-12-03T10:13:00.000Z", "alert_at": "2026-12-03T10:06:00.000Z",
+                           "arrive_before": "2026-12-03T13:00:00.000Z"})
     id: str
     package: str | None = Field(None, description="the package's name")
     city: str | None = None
@@ -375,11 +472,8 @@ class UnassignedOrder(BaseModel):
     arrive_before: str | None = Field(None, description="when its arrival window closes (ISO-8601)")
 
 
-class UnassignedPage(BaseModel):
-    items: list[UnassignedOrder]
-    total: int
-    page: int
-    limit: int
+class UnassignedPage(Page[UnassignedOrder]):
+    pass
 
 
 def _iso_ms(ms: Any) -> str | None:
@@ -423,7 +517,7 @@ async def unassigned_orders(request: web.Request, *, query: PageQuery) -> web.Re
 
 
 @routes.get("/admin/orders/{id}/audit", summary="The dispatch audit trail of one order, oldest first",
-            roles=ADMIN, responses={404: "no such order"})
+            roles=ADMIN, response=AuditTrail, responses={404: "no such order"})
 async def order_audit(request: web.Request) -> web.Response:
     db = request.config_dict[keys.DB]
     order_id = request.match_info["id"]
@@ -434,7 +528,7 @@ async def order_audit(request: web.Request) -> web.Response:
 
 
 @routes.put("/admin/orders/{id}/assign", summary="Assign (or reassign) an order to an approved partner",
-            body=AssignRequest, roles=ADMIN,
+            body=AssignRequest, roles=ADMIN, response=OrderRecord,
             responses={404: "no such order",
                        409: "the order is not assignable, or the partner not approved or on another job"})
 async def assign_order(request: web.Request, *, body: AssignRequest, user: Claims) -> web.Response:
@@ -469,7 +563,8 @@ async def assign_order(request: web.Request, *, body: AssignRequest, user: Claim
 # --- statistics and customers ---------------------------------------------------------------------
 
 
-@routes.get("/admin/stats", summary="Orders by status, revenue, time to assign, partners online", roles=ADMIN)
+@routes.get("/admin/stats", summary="Orders by status, revenue, time to assign, partners online", roles=ADMIN,
+            response=AdminStats)
 async def admin_stats(request: web.Request) -> web.Response:
     db = request.config_dict[keys.DB]
     cursor = await db.orders.aggregate([{"$group": {"_id": "$status", "count": {"$sum": 1},
@@ -494,7 +589,7 @@ async def admin_stats(request: web.Request) -> web.Response:
 
 
 @routes.get("/admin/customers", summary="Customers, searchable by name, email or phone", query=CustomerQuery,
-            roles=ADMIN)
+            roles=ADMIN, response=CustomerPage)
 async def list_customers(request: web.Request, *, query: CustomerQuery) -> web.Response:
     db = request.config_dict[keys.DB]
     where: dict[str, Any] = {"role": "customer"}

@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from api import accounts, notifications, otp, ratelimit, sessions
 from api.accounts import Email, Phone
 from api.routing import RouteTable
+from api.schemas import closed
 from core import keys
 from core.errors import AppError, Conflict, Forbidden, Unauthorized
 from core.http import client_ip, from_browser, json_response, refuse_cross_site
@@ -106,6 +107,8 @@ class LoginBody(BaseModel):
 
 
 class SendOtpResponse(BaseModel):
+    model_config = closed({"status": "sent", "channel": "email", "destination": "a***@example.com", "expires_in": 300,
+                           "resend_after": 30})
     status: Literal["sent"]
     channel: Literal["sms", "email"]
     destination: str = Field(description="masked")
@@ -114,7 +117,17 @@ class SendOtpResponse(BaseModel):
     dev_code: str | None = Field(None, description="development only")
 
 
+_USER_EXAMPLE: dict[str, Any] = {
+    "id": "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f", "role": "customer", "name": "Asha Rao", "email": "asha@example.com",
+    "phone": "+919845012345", "addresses": [{"label": "Home", "line1": "12 Church Street", "city": "Bengaluru",
+                                            "postal_code": "560001", "lat": 12.9752, "lng": 77.6033}],
+    "avatar_url": None, "created_at": "2026-09-14T12:00:00.000Z", "has_password": False}
+
+
 class UserView(BaseModel):
+    """The signed-in user's own account (never hashes or internal flags)."""
+
+    model_config = closed(_USER_EXAMPLE)
     id: str
     role: Literal["customer", "partner", "admin"]
     name: str
@@ -124,10 +137,13 @@ class UserView(BaseModel):
     avatar_url: str | None
     created_at: str | None
     has_password: bool
-    partner_status: str | None = None
+    partner_status: str | None = Field(None, description="for an account that applied as a partner: its standing")
 
 
 class TokenResponse(BaseModel):
+    model_config = closed({"access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIwYzFkIn0.c2lnbmF0dXJl",
+                           "refresh_token": "Vh3kq9dD1z0mXJp7bN2rT5yW8aC4eF6gH1iK3lM5nO7", "token_type": "Bearer",
+                           "expires_in": 900, "refresh_expires_in": 2_592_000, "user": _USER_EXAMPLE})
     access_token: str
     refresh_token: str | None = Field(None, description="absent when the refresh came from the cookie")
     token_type: Literal["Bearer"]
@@ -137,6 +153,7 @@ class TokenResponse(BaseModel):
 
 
 class StatusResponse(BaseModel):
+    model_config = closed({"status": "signed_out"}, {"status": "pending", "message": "Application received."})
     status: str
     message: str | None = None
 

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
+from api.schemas import Page, closed
 from core import keys
 from core.tasks import stop_if_cancelled
 
@@ -35,6 +37,40 @@ CATALOG_VERSION_KEY = "pp:catalog:version"
 CATALOG_CHANNEL = "pp:events:catalog"
 CATEGORIES = ("Kids", "Weddings", "Corporate", "Casual", "Festival", "Themed")
 _RESPONSE_CACHE_SIZE = 512
+
+
+class PackageView(BaseModel):
+    """A package as every route shows it (`package_view`)."""
+
+    model_config = closed({
+        "id": "3f9c2a7e5b1d4c8e9a0b1c2d3e4f5a6b", "name": "Superhero Birthday Bash", "slug": "superhero-birthday-bash",
+        "description": "Capes, masks and a training course for up to 30 young heroes.", "category": "Kids",
+        "tags": ["birthday", "superhero"], "price": 1_500_000, "currency": "INR", "capacity": 30,
+        "duration_min": 180, "features": ["Balloon arch", "Face painting"], "images": ["/img/packages/kids.svg"],
+        "active": True, "rating_count": 12, "rating_avg": 4.6, "created_at": "2026-11-02T09:30:00.000Z",
+        "updated_at": "2026-11-20T14:05:12.000Z"})
+
+    id: str
+    name: str
+    slug: str
+    description: str
+    category: str = Field(description="Kids, Weddings, Corporate, Casual, Festival or Themed")
+    tags: list[str]
+    price: int = Field(description="minor units (paise)")
+    currency: str
+    capacity: int = Field(description="most guests it hosts")
+    duration_min: int
+    features: list[str]
+    images: list[str] = Field(description="site paths (/img/...) or http(s) URLs")
+    active: bool = Field(description="false once archived: only admins and favourites still show it")
+    rating_count: int
+    rating_avg: float | None = Field(None, description="1-5; present once there are reviews")
+    created_at: str
+    updated_at: str
+
+
+class PackagePage(Page[PackageView]):
+    pass
 
 
 def package_view(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from api.catalog import package_view
-from api.orders import OrderListQuery, list_customer_orders
+from api.catalog import PackagePage, package_view
+from api.orders import OrderListQuery, OrderPage, list_customer_orders
 from api.paging import PageQuery, page_body
 from api.routing import RouteTable
+from api.schemas import closed
 from core import keys
 from core.errors import NotFound
 from core.http import json_response
@@ -22,17 +24,34 @@ from core.tokens import Claims
 routes = RouteTable("customer")
 
 
+class CustomerStats(BaseModel):
+    model_config = closed({"orders_total": 7, "orders_active": 2, "orders_completed": 4, "orders_cancelled": 1,
+                           "total_spent": 6_400_000, "currency": "INR"})
+    orders_total: int
+    orders_active: int = Field(description="not yet completed, cancelled or refunded")
+    orders_completed: int
+    orders_cancelled: int
+    total_spent: int = Field(description="what completed orders cost, minor units")
+    currency: str
+
+
+class Favorite(BaseModel):
+    model_config = closed({"package_id": "3f9c2a7e5b1d4c8e9a0b1c2d3e4f5a6b", "favorite": True})
+    package_id: str
+    favorite: bool = Field(description="whether it is a favourite now")
+
+
 async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
     await db.favorites.create_index([("user_id", 1), ("created_at", -1)])
 
 
 @routes.get("/users/orders", summary="My orders, newest first, optionally by status", query=OrderListQuery,
-            roles=("customer",))
+            roles=("customer",), response=OrderPage)
 async def user_orders(request: web.Request, *, query: OrderListQuery, user: Claims) -> web.Response:
     return json_response(await list_customer_orders(request.config_dict[keys.DB], user.user_id, query))
 
 
-@routes.get("/users/stats", summary="My order counts and total spent", roles=("customer",))
+@routes.get("/users/stats", summary="My order counts and total spent", roles=("customer",), response=CustomerStats)
 async def user_stats(request: web.Request, *, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     cursor = await db.orders.aggregate([
@@ -53,7 +72,7 @@ async def user_stats(request: web.Request, *, user: Claims) -> web.Response:
 
 
 @routes.get("/users/favorites", summary="My favourite packages, most recently added first", query=PageQuery,
-            roles=("customer",))
+            roles=("customer",), response=PackagePage)
 async def list_favorites(request: web.Request, *, query: PageQuery, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     where = {"user_id": user.user_id}
@@ -67,7 +86,7 @@ async def list_favorites(request: web.Request, *, query: PageQuery, user: Claims
 
 
 @routes.post("/users/favorites/{package_id}", summary="Add a package to my favourites", roles=("customer",),
-             status=201, responses={200: "it was a favourite already", 404: "no such package"})
+             status=201, response=Favorite, responses={200: "it was a favourite already", 404: "no such package"})
 async def add_favorite(request: web.Request, *, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     package_id = request.match_info["package_id"]
@@ -82,7 +101,7 @@ async def add_favorite(request: web.Request, *, user: Claims) -> web.Response:
 
 
 @routes.delete("/users/favorites/{package_id}", summary="Remove a package from my favourites",
-               roles=("customer",), responses={404: "no such package"})
+               roles=("customer",), response=Favorite, responses={404: "no such package"})
 async def remove_favorite(request: web.Request, *, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     package_id = request.match_info["package_id"]

@@ -2,8 +2,9 @@
 
 Everything a client generator needs comes from the declarations in `api.routing`: path and query
 parameters typed from the query model (bounds, enums, defaults), request bodies, a success schema for
-every operation (the declared response model, else the list envelope for paged routes, else an
-object), and the error envelope for every status an operation can answer, with its codes.
+every operation (its declared response model, which `api.routing` requires of every JSON route; lists
+are per-item envelopes such as `PackagePage`), examples taken from the models, and the error envelope
+for every status an operation can answer, with its codes.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import re
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
-from api.paging import MAX_LIMIT, PageQuery
 from api.routing import Route
 from core import errors
 from core.http import UnsupportedMediaType
@@ -39,16 +40,6 @@ FIELD_ERROR_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["field", "message", "type"],
     "properties": {"field": {"type": "string", "description": "dotted path of the field, or `body`"},
                    "message": {"type": "string"}, "type": {"type": "string", "description": "pydantic's error type"}},
-}
-# The shape every paged route answers (api.paging.page_body); routes with their own item model declare
-# a response model of this shape.
-PAGE_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["items", "total"],
-    "description": "One page of a list. `total` counts every match; `page` and `limit` echo the query.",
-    "properties": {"items": {"type": "array", "items": {"type": "object"}},
-                   "total": {"type": "integer", "minimum": 0},
-                   "page": {"type": "integer", "minimum": 1},
-                   "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
                                 "schema": {"type": "integer", "minimum": 0}}}
@@ -104,19 +95,31 @@ def _path_description(path: str, name: str) -> str:
 
 
 def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
-    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "FieldError": FIELD_ERROR_SCHEMA, "Page": PAGE_SCHEMA}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "FieldError": FIELD_ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
     codes = _error_codes()
 
+    def add(name: str, schema: dict[str, Any]) -> None:
+        # Components are keyed by class name: two different models of one name would silently
+        # share a schema, so that is refused here rather than found by a client.
+        if schemas.setdefault(name, schema) != schema:
+            raise ValueError(f"two different schemas are named {name}: rename one of the models")
+
     def add_defs(schema: dict[str, Any]) -> dict[str, Any]:
         for name, sub in schema.pop("$defs", {}).items():
-            schemas.setdefault(name, sub)
+            add(name, sub)
         return schema
 
-    def ref(model: type[Any]) -> dict[str, str]:
-        schema = add_defs(model.model_json_schema(ref_template=_REF))
-        schemas.setdefault(model.__name__, schema)
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        add(model.__name__, add_defs(model.model_json_schema(ref_template=_REF)))
         return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    def json_content(model: type[BaseModel]) -> dict[str, Any]:
+        media: dict[str, Any] = {"schema": ref(model)}
+        examples = schemas[model.__name__].get("examples")
+        if examples:  # Swagger UI shows the media type's example; the schema keeps them all
+            media["example"] = examples[0]
+        return {"application/json": media}
 
     def error(status: int, text: str) -> dict[str, Any]:
         schema: dict[str, Any] = {"$ref": "#/components/schemas/Error"}
@@ -159,11 +162,9 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
         if route.media_type != "application/json":
             ok["content"] = {route.media_type: {"schema": {"type": "string"}}}
         elif route.response is not None:
-            ok["content"] = {"application/json": {"schema": ref(route.response)}}
-        elif route.query is not None and issubclass(route.query, PageQuery):
-            ok["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}
-        else:
-            ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+            ok["content"] = json_content(route.response)
+        else:  # api.routing refuses such a declaration; a Route built by hand gets no untyped answer either
+            raise ValueError(f"{route.method} {route.path} has no response model")
         if route.query is not None and "format" in route.query.model_fields:
             ok["description"] = "success; with format=csv, every match as CSV"
             ok["content"]["text/csv"] = {"schema": {"type": "string"}}
@@ -180,7 +181,12 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
             responses["415"] = error(415, "the body is not sent as application/json")
         if route.body is not None or route.query is not None:
             responses["422"] = error(422, "validation failed; details per field")
-        for status, text in route.extra_responses.items():
+        for status, answer in route.extra_responses.items():
+            if isinstance(answer, tuple):  # a status with a body of its own (the health report's 503)
+                text, model = answer
+                responses[str(status)] = {"description": text, "content": json_content(model)}
+                continue
+            text = answer
             if status < 400:  # another success (a replayed create, say): the success body, not the envelope
                 responses[str(status)] = {**ok, "description": text}
                 continue

@@ -20,8 +20,9 @@ from pymongo.errors import DuplicateKeyError
 from api import ratelimit, reviews
 from api.catalog import catalog_of
 from api.paging import PageQuery, page_body, public
-from api.paymentflow import flow_of
+from api.paymentflow import OrderPaymentStatus, flow_of
 from api.routing import RouteTable
+from api.schemas import HistoryEntry, Page, closed, open_ended
 from api.windows import ArrivalWindow, arrival_window, local_today, slots_for
 from core import jsonutil, keys
 from core.errors import AppError, Conflict, NotFound, RateLimited, ValidationFailed
@@ -114,6 +115,154 @@ def request_hash(body: OrderCreate) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+# --- what the order routes answer ---------------------------------------------------------------
+
+_ORDER_EXAMPLE: dict[str, Any] = {
+    "id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "customer_id": "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f",
+    "package_id": "3f9c2a7e5b1d4c8e9a0b1c2d3e4f5a6b",
+    "package": {"name": "Superhero Birthday Bash", "price": 1_500_000, "currency": "INR", "category": "Kids",
+                "duration_min": 180},
+    "event_date": "2026-12-19", "address": {"line1": "12 Church Street", "city": "Bengaluru",
+                                            "postal_code": "560001", "lat": 12.9752, "lng": 77.6033},
+    "guests": 25, "notes": "Gate code 4711", "payment_option": "deposit", "price": 1_500_000, "currency": "INR",
+    "status": "assigned", "version": 4,
+    "history": [{"status": "pending_payment", "at": "2026-12-03T10:00:00.000Z", "by_role": "customer", "reason": None},
+                {"status": "placed", "at": "2026-12-03T10:01:10.000Z", "by_role": "system",
+                 "reason": "payment received"},
+                {"status": "assigned", "at": "2026-12-03T10:02:31.000Z", "by_role": "partner", "reason": None}],
+    "payment_status": "deposit_paid", "amount_due": 1_200_000, "amount_paid": 300_000, "amount_refunded": 0,
+    "deposit_amount": 300_000, "service_area": "Bengaluru Central", "arrive_after": "2026-12-19T04:30:00.000Z",
+    "arrive_before": "2026-12-19T07:30:00.000Z", "asap": 0, "timezone": "Asia/Kolkata",
+    "partner_id": "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", "assigned_at": "2026-12-03T10:02:31.000Z", "reviewed": 0,
+    "created_at": "2026-12-03T10:00:00.000Z", "updated_at": "2026-12-03T10:02:31.000Z",
+}
+
+
+class OrderPackage(BaseModel):
+    """The package as it was when the order was placed: later edits to the package do not change it."""
+
+    model_config = open_ended()
+    name: str | None = None
+    price: int | None = None
+    currency: str | None = None
+    category: str | None = None
+    duration_min: int | None = None
+
+
+class OrderAddress(BaseModel):
+    """The venue. A partner whose job is over sees only the city and postal code; the orders of a
+    deleted account keep no street line and a rounded position."""
+
+    model_config = open_ended()
+    line1: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    lat: float | None = None
+    lng: float | None = None
+
+
+class Order(BaseModel):
+    """An order as its customer sees it (`customer_view`); the partner's and the admin's views add to it.
+    Each state change may leave its own timestamp (`en_route_at`, `cancelled_at`, ...)."""
+
+    model_config = open_ended(_ORDER_EXAMPLE)
+    id: str
+    customer_id: str
+    package_id: str
+    package: OrderPackage
+    event_date: str = Field(description="YYYY-MM-DD")
+    address: OrderAddress
+    guests: int
+    notes: str
+    payment_option: Literal["deposit", "full", "cash"]
+    price: int = Field(description="minor units, computed by the server")
+    currency: str
+    status: OrderStatus
+    version: int = Field(description="grows with every change: a pushed update with a lower one is stale")
+    history: list[HistoryEntry] = Field(description="every status change, oldest first")
+    payment_status: OrderPaymentStatus | None = None
+    amount_due: int | None = Field(None, description="minor units still to pay")
+    amount_paid: int | None = None
+    amount_refunded: int | None = None
+    deposit_amount: int | None = Field(None, description="with payment_option deposit")
+    service_area: str | None = None
+    arrive_after: str | None = Field(None, description="the arrival window's start (ISO-8601, UTC)")
+    arrive_before: str | None = Field(None, description="the arrival window's end (ISO-8601, UTC)")
+    asap: int | None = Field(None, description="1 when the order is for today, as soon as possible")
+    timezone: str | None = Field(None, description="the service area's IANA time zone")
+    partner_id: str | None = Field(None, description="once assigned")
+    assigned_at: str | None = None
+    reviewed: int | None = Field(None, description="1 once the customer rated it")
+    created_at: str
+    updated_at: str
+
+
+class PartnerCard(BaseModel):
+    """Who is coming, as the customer sees them."""
+
+    model_config = closed()
+    id: str
+    first_name: str | None = None
+    vehicle_type: str | None = None
+
+
+class CustomerContact(BaseModel):
+    model_config = closed()
+    name: str = Field(description="only the first name once the job is over")
+    phone: str = Field(description="empty once the job is over")
+
+
+class AssignedOrder(Order):
+    """An order as its assigned partner sees it: how to reach the customer while the job is active."""
+
+    model_config = open_ended({**_ORDER_EXAMPLE, "customer": {"name": "Asha Rao", "phone": "+919845012345"}})
+    customer: CustomerContact
+
+
+class OrderRecord(Order):
+    """An order as admins see it: every stored field but the request hash, dispatch state included."""
+
+    model_config = open_ended({**_ORDER_EXAMPLE, "offer_partner_ids": [], "offer_fence": 1, "offer_expires_ms": 0,
+                               "declined_partner_ids": [], "idempotency_key": "0c1d2e3f:checkout-7f3a9b"})
+    offer_partner_ids: list[str] | None = Field(None, description="who holds the current offer")
+    offer_fence: int | None = Field(None, description="the current offer's fencing number")
+    declined_partner_ids: list[str] | None = None
+
+
+class OrderView(Order):
+    """GET /api/orders/{id}: the customer's view (with `partner` once assigned), the assigned partner's
+    (with `customer`), or an admin's record."""
+
+    partner: PartnerCard | None = Field(None, description="for the customer, once a partner is assigned")
+    customer: CustomerContact | None = Field(None, description="for the assigned partner")
+
+
+class OrderPage(Page[Order]):
+    pass
+
+
+class AssignedOrderPage(Page[AssignedOrder]):
+    pass
+
+
+class OrderRecordPage(Page[OrderRecord]):
+    pass
+
+
+class Review(BaseModel):
+    model_config = closed({"id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d",
+                           "package_id": "3f9c2a7e5b1d4c8e9a0b1c2d3e4f5a6b",
+                           "customer_id": "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f", "rating": 5,
+                           "text": "On time and the kids loved it.", "created_at": "2026-12-20T18:00:00.000Z"})
+    id: str = Field(description="the order's id: one review per order")
+    order_id: str
+    package_id: str
+    customer_id: str
+    rating: int = Field(ge=1, le=5)
+    text: str
+    created_at: str
+
+
 def customer_view(order: Mapping[str, Any]) -> dict[str, Any]:
     view = public(order, _INTERNAL | _DISPATCH)
     # Customers see who acted by role, not the internal ids of admins and partners.
@@ -198,7 +347,7 @@ async def _replay(db: AsyncDatabase[dict[str, Any]], scoped_key: str, digest: st
 
 
 @routes.post("/orders", summary="Place an order (idempotent with the Idempotency-Key header)",
-             body=OrderCreate, roles=("customer",), status=201, headers=(IDEMPOTENCY_HEADER,),
+             body=OrderCreate, roles=("customer",), status=201, headers=(IDEMPOTENCY_HEADER,), response=Order,
              responses={200: "a retry: the order this key already created",
                         409: "the key was used with a different body", 429: "too many orders this hour"})
 async def create_order(request: web.Request, *, body: OrderCreate, user: Claims) -> web.Response:
@@ -287,12 +436,20 @@ class SlotsQuery(BaseModel):
 
 
 class ArrivalSlot(BaseModel):
+    model_config = closed()
     label: str = Field(description="local time, e.g. 10:00-13:00")
     arrive_after: str = Field(description="ISO-8601 with the area's offset: send it back as the order's arrive_after")
     arrive_before: str
 
 
 class ArrivalSlots(BaseModel):
+    model_config = closed({
+        "event_date": "2026-12-19", "timezone": "Asia/Kolkata", "area": "Bengaluru Central", "asap": False,
+        "asap_window_min": 120, "default": "10:00-13:00",
+        "slots": [{"label": "10:00-13:00", "arrive_after": "2026-12-19T10:00:00+05:30",
+                   "arrive_before": "2026-12-19T13:00:00+05:30"},
+                  {"label": "13:00-16:00", "arrive_after": "2026-12-19T13:00:00+05:30",
+                   "arrive_before": "2026-12-19T16:00:00+05:30"}]})
     event_date: date
     timezone: str = Field(description="the service area's IANA time zone")
     area: str
@@ -332,7 +489,8 @@ async def arrival_slots(request: web.Request, *, query: SlotsQuery) -> web.Respo
     }, headers={"Cache-Control": "no-store"})
 
 
-@routes.get("/orders/myorders", summary="My orders, newest first", query=OrderListQuery, roles=("customer",))
+@routes.get("/orders/myorders", summary="My orders, newest first", query=OrderListQuery, roles=("customer",),
+            response=OrderPage)
 async def my_orders(request: web.Request, *, query: OrderListQuery, user: Claims) -> web.Response:
     return json_response(await list_customer_orders(request.config_dict[keys.DB], user.user_id, query))
 
@@ -346,7 +504,7 @@ async def _partner_card(db: AsyncDatabase[dict[str, Any]], partner_id: str) -> d
 
 
 @routes.get("/orders/{id}", summary="One order: its customer, its assigned partner or an admin",
-            roles=("customer", "partner", "admin"), responses={404: "no such order visible to you"})
+            roles=("customer", "partner", "admin"), response=OrderView, responses={404: "no such order visible to you"})
 async def get_order(request: web.Request, *, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     order = await db.orders.find_one({"_id": request.match_info["id"]})
@@ -366,6 +524,9 @@ async def get_order(request: web.Request, *, user: Claims) -> web.Response:
 
 
 class TrackingLink(BaseModel):
+    model_config = closed({"token": "eyJhbGciOiJIUzI1NiJ9.eyJvcmQiOiI5YjJmIn0.c2ln",
+                           "url": "https://partypilot.example/track?t=eyJhbGciOiJIUzI1NiJ9.eyJvcmQiOiI5YjJmIn0.c2ln",
+                           "expires_at": "2026-12-20T10:00:00.000Z"})
     token: str
     url: str
     expires_at: str
@@ -374,6 +535,52 @@ class TrackingLink(BaseModel):
 class TrackQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     t: str = Field(min_length=1, max_length=2000, description="the token of a tracking link")
+
+
+class TrackedPackage(BaseModel):
+    model_config = closed()
+    name: str | None
+
+
+class TrackedVenue(BaseModel):
+    """The venue's point for the map, not its street line: a link may be forwarded."""
+
+    model_config = closed()
+    city: str | None
+    lat: float | None
+    lng: float | None
+
+
+class TrackedStep(BaseModel):
+    model_config = closed()
+    status: str | None
+    at: str | None
+
+
+class TrackedPartner(BaseModel):
+    model_config = closed()
+    first_name: str | None
+
+
+class TrackedOrder(BaseModel):
+    """What a tracking link shows to anyone who has it."""
+
+    model_config = closed({
+        "id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "status": "en_route", "version": 6, "event_date": "2026-12-19",
+        "package": {"name": "Superhero Birthday Bash"},
+        "address": {"city": "Bengaluru", "lat": 12.9752, "lng": 77.6033},
+        "history": [{"status": "placed", "at": "2026-12-03T10:01:10.000Z"},
+                    {"status": "assigned", "at": "2026-12-03T10:02:31.000Z"},
+                    {"status": "en_route", "at": "2026-12-19T04:10:00.000Z"}],
+        "partner": {"first_name": "Ravi"}})
+    id: str
+    status: OrderStatus
+    version: int
+    event_date: str | None
+    package: TrackedPackage
+    address: TrackedVenue
+    history: list[TrackedStep]
+    partner: TrackedPartner | None = Field(None, description="once a partner is assigned")
 
 
 @routes.post("/orders/{id}/tracking-link", summary="A link that follows this order without signing in",
@@ -396,7 +603,8 @@ async def create_tracking_link(request: web.Request, *, user: Claims) -> web.Res
 
 
 @routes.get("/track", summary="What a tracking link shows: status, timeline, partner's first name, venue",
-            query=TrackQuery, responses={401: "the link is invalid or has expired", 404: "no such order"})
+            query=TrackQuery, response=TrackedOrder,
+            responses={401: "the link is invalid or has expired", 404: "no such order"})
 async def get_tracked_order(request: web.Request, *, query: TrackQuery) -> web.Response:
     db, settings = request.config_dict[keys.DB], request.config_dict[keys.SETTINGS]
     claims = decode_tracking_token(settings, query.t)
@@ -420,7 +628,7 @@ async def get_tracked_order(request: web.Request, *, query: TrackQuery) -> web.R
 
 
 @routes.post("/orders/{id}/cancel", summary="Cancel an order within the cancellation policy",
-             body=CancelRequest, roles=("customer", "admin"),
+             body=CancelRequest, roles=("customer", "admin"), response=OrderView,
              responses={404: "no such order", 409: "the order can no longer be cancelled"})
 async def cancel_order(request: web.Request, *, body: CancelRequest, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
@@ -447,7 +655,7 @@ async def cancel_order(request: web.Request, *, body: CancelRequest, user: Claim
 
 
 @routes.post("/orders/{id}/review", summary="Rate a completed order (once, by its customer)",
-             body=ReviewCreate, roles=("customer",), status=201,
+             body=ReviewCreate, roles=("customer",), status=201, response=Review,
              responses={404: "no such order", 409: "not completed yet, or already reviewed"})
 async def review_order(request: web.Request, *, body: ReviewCreate, user: Claims) -> web.Response:
     review = await reviews.add_review(request.config_dict[keys.DB], catalog_of(request),

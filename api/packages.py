@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
-from api.catalog import CATEGORIES, Snapshot, catalog_ctx, catalog_of
+from api.catalog import CATEGORIES, PackagePage, PackageView, Snapshot, catalog_ctx, catalog_of
 from api.paging import PageQuery
 from api.routing import RouteTable
+from api.schemas import closed
 from api.search import matches, package_text, query_words
 from core import jsonutil
 from core.errors import NotFound
@@ -31,6 +32,21 @@ class PackageQuery(PageQuery):
     min_price: int | None = Field(None, ge=0, description="minor units")
     max_price: int | None = Field(None, ge=0, description="minor units")
     sort: Sort = Field("name", description="price_asc, price_desc, rating, newest or name")
+
+
+class CategoryCount(BaseModel):
+    model_config = closed()
+    name: str
+    count: int = Field(ge=0, description="active packages in it")
+
+
+class Categories(BaseModel):
+    """Every category, empty ones included, in a fixed order."""
+
+    model_config = closed({"items": [{"name": "Kids", "count": 9}, {"name": "Weddings", "count": 6},
+                                     {"name": "Corporate", "count": 5}, {"name": "Casual", "count": 6},
+                                     {"name": "Festival", "count": 4}, {"name": "Themed", "count": 4}]})
+    items: list[CategoryCount]
 
 
 async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
@@ -73,7 +89,8 @@ def search(snap: Snapshot, query: PackageQuery) -> dict[str, Any]:
             "page": query.page, "limit": query.limit}
 
 
-@routes.get("/packages", summary="Browse and search the active packages", query=PackageQuery)
+@routes.get("/packages", summary="Browse and search the active packages", query=PackageQuery,
+            response=PackagePage)
 async def list_packages(request: web.Request, *, query: PackageQuery) -> web.Response:
     snap = await catalog_of(request).snapshot()
     key = ("list", *query.model_dump().values())
@@ -83,7 +100,8 @@ async def list_packages(request: web.Request, *, query: PackageQuery) -> web.Res
     return web.Response(body=body, content_type="application/json")
 
 
-@routes.get("/packages/categories", summary="Categories with the number of active packages in each")
+@routes.get("/packages/categories", summary="Categories with the number of active packages in each",
+            response=Categories)
 async def list_categories(request: web.Request) -> web.Response:
     snap = await catalog_of(request).snapshot()
     body = snap.responses.get("categories")
@@ -96,7 +114,8 @@ async def list_categories(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-@routes.get("/packages/{id}", summary="One active package", responses={404: "no such active package"})
+@routes.get("/packages/{id}", summary="One active package", response=PackageView,
+            responses={404: "no such active package"})
 async def get_package(request: web.Request) -> web.Response:
     snap = await catalog_of(request).snapshot()
     package = snap.by_id.get(request.match_info["id"])

@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import earnings
 from api.arrival import check_arrival, last_fix
-from api.orders import OrderListQuery, assigned_view, assigned_views
+from api.orders import AssignedOrder, AssignedOrderPage, OrderListQuery, OrderPackage, assigned_view, assigned_views
 from api.paging import PageQuery, page_body
 from api.routing import RouteTable
+from api.schemas import Page, closed
 from core import keys, metrics
 from core.contracts import OFFER_EVENTS, PARTNER_POLLED, LocationPoint, OfferReplyEvent
 from core.errors import Conflict, NotFound, ServiceUnavailable
@@ -58,6 +59,108 @@ class EarningsQuery(PageQuery):
     period: earnings.Period = Field("day", description="day, week or month")
 
 
+class LatLng(BaseModel):
+    model_config = closed()
+    lat: float
+    lng: float
+
+
+class Offer(BaseModel):
+    """An order as offered (`offer_view`): enough to decide, but no customer contact or exact address."""
+
+    model_config = closed({
+        "id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "status": "offered",
+        "package": {"name": "Superhero Birthday Bash", "price": 1_500_000, "currency": "INR", "category": "Kids",
+                    "duration_min": 180},
+        "event_date": "2026-12-19", "guests": 25, "area": "Bengaluru Central", "city": "Bengaluru",
+        "approx_location": {"lat": 12.98, "lng": 77.6}, "price": 1_500_000, "currency": "INR", "payout": 1_275_000,
+        "offer_fence": 3, "offer_expires_ms": 1_796_198_400_000, "version": 5})
+    id: str
+    status: str | None
+    package: OrderPackage | None
+    event_date: str | None
+    guests: int | None
+    area: str | None = Field(description="the service area")
+    city: str | None
+    approx_location: LatLng = Field(description="the venue rounded to about a kilometre")
+    price: int
+    currency: str | None
+    payout: int = Field(description="what the partner earns: the price less the platform's commission")
+    offer_fence: int = Field(description="send it back as ?fence= when accepting")
+    offer_expires_ms: int = Field(description="when the offer lapses, ms since the epoch")
+    version: int
+
+
+class OfferPage(Page[Offer]):
+    """The open offers, soonest to lapse first (at most 50, on one page)."""
+
+
+class Declined(BaseModel):
+    model_config = closed({"order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "declined": True})
+    order_id: str
+    declined: bool
+
+
+class RejectedFix(BaseModel):
+    model_config = closed()
+    ts: int
+    code: str = Field(description="why: stale_ts, future_ts, too_frequent, impossible_speed, inaccurate, ...")
+    message: str
+
+
+class FixVerdict(BaseModel):
+    """The ingest's verdict on the reported position."""
+
+    model_config = closed({"accepted": 1, "rejected": []},
+                          {"accepted": 0, "rejected": [{"ts": 1_796_198_400_000, "code": "stale_ts",
+                                                        "message": "ts is not newer than the last accepted fix"}]})
+    accepted: int
+    rejected: list[RejectedFix]
+
+
+class EarningsLine(BaseModel):
+    model_config = closed()
+    order_id: str
+    package_name: str | None
+    event_date: str | None
+    completed_at: str
+    price: int
+    commission: int
+    payout: int
+    currency: str | None
+
+
+class EarningsTotals(BaseModel):
+    model_config = closed()
+    orders: int
+    gross: int
+    commission: int
+    payout: int
+
+
+class PeriodTotals(EarningsTotals):
+    period: str = Field(description="2026-11-25, 2026-W48 or 2026-11 (unknown without a completion time)")
+
+
+class Earnings(Page[EarningsLine]):
+    """Per-order lines (a page of them, newest first), per-period totals and grand totals, in minor units."""
+
+    model_config = closed({
+        "currency": "INR", "commission_rate_bp": 1500, "period": "week",
+        "totals": {"orders": 2, "gross": 3_000_000, "commission": 450_000, "payout": 2_550_000},
+        "periods": [{"period": "2026-W48", "orders": 2, "gross": 3_000_000, "commission": 450_000,
+                     "payout": 2_550_000}],
+        "items": [{"order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "package_name": "Superhero Birthday Bash",
+                   "event_date": "2026-11-28", "completed_at": "2026-11-28T13:40:00.000Z", "price": 1_500_000,
+                   "commission": 225_000, "payout": 1_275_000, "currency": "INR"}],
+        "total": 2, "page": 1, "limit": 1})
+    currency: str
+    commission_rate_bp: int = Field(description="the platform's share, in basis points")
+    period: earnings.Period
+    totals: EarningsTotals = Field(description="over every completed order")
+    periods: list[PeriodTotals] = Field(description="newest first")
+
+
 def offer_view(order: Mapping[str, Any], rate_bp: int) -> dict[str, Any]:
     """An order as offered: enough to decide, but no customer contact or exact address."""
     address = order.get("address") or {}
@@ -76,7 +179,7 @@ def offer_view(order: Mapping[str, Any], rate_bp: int) -> dict[str, Any]:
 
 
 @routes.get("/partner/orders/my", summary="Orders assigned to me, newest first", query=OrderListQuery,
-            roles=("partner",))
+            roles=("partner",), response=AssignedOrderPage)
 async def my_jobs(request: web.Request, *, query: OrderListQuery, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     where: dict[str, Any] = {"partner_id": user.user_id}
@@ -97,7 +200,7 @@ async def mark_polled(request: web.Request, partner_id: str) -> None:
         logger.warning("could not record a REST poll: %s", type(exc).__name__)
 
 
-@routes.get("/partner/orders/new", summary="Offers open to me right now", roles=("partner",))
+@routes.get("/partner/orders/new", summary="Offers open to me right now", roles=("partner",), response=OfferPage)
 async def open_offers(request: web.Request, *, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     await mark_polled(request, user.user_id)
@@ -109,7 +212,7 @@ async def open_offers(request: web.Request, *, user: Claims) -> web.Response:
 
 
 @routes.put("/partner/orders/{id}/accept", summary="Accept an offer: exactly one partner wins",
-            query=AcceptQuery, roles=("partner",),
+            query=AcceptQuery, roles=("partner",), response=AssignedOrder,
             responses={404: "no such order",
                        409: "the offer is no longer open to you, or you are on another job (partner_busy)"})
 async def accept_offer(request: web.Request, *, query: AcceptQuery, user: Claims) -> web.Response:
@@ -128,7 +231,8 @@ async def accept_offer(request: web.Request, *, query: AcceptQuery, user: Claims
 
 
 @routes.put("/partner/orders/{id}/decline", summary="Decline an offer so dispatch moves on",
-            roles=("partner",), responses={404: "no such order", 409: "the offer is not yours to decline"})
+            roles=("partner",), response=Declined,
+            responses={404: "no such order", 409: "the offer is not yours to decline"})
 async def decline_offer(request: web.Request, *, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     order_id = request.match_info["id"]
@@ -150,7 +254,7 @@ async def decline_offer(request: web.Request, *, user: Claims) -> web.Response:
 
 
 @routes.put("/partner/orders/{id}/status", summary="Move my order to its next state",
-            body=StatusChange, roles=("partner",),
+            body=StatusChange, roles=("partner",), response=AssignedOrder,
             responses={404: "no such order assigned to you",
                        409: "not the next legal state (illegal_transition); for `arrived`, no fresh position "
                             "within the arrival radius of the venue (not_at_venue, position_stale, "
@@ -178,7 +282,8 @@ async def change_status(request: web.Request, *, body: StatusChange, user: Claim
 
 
 @routes.put("/partner/location", summary="Report my position (REST fallback for the socket)",
-            body=LocationFix, roles=("partner",), responses={503: "location ingest is not running"})
+            body=LocationFix, roles=("partner",), response=FixVerdict,
+            responses={503: "location ingest is not running"})
 async def report_location(request: web.Request, *, body: LocationFix, user: Claims) -> web.Response:
     sink = request.config_dict.get(keys.LOCATION_SINK)
     if sink is None:
@@ -194,7 +299,7 @@ async def report_location(request: web.Request, *, body: LocationFix, user: Clai
 
 
 @routes.get("/partner/earnings", summary="My earnings per order and per period, after commission",
-            query=EarningsQuery, roles=("partner",))
+            query=EarningsQuery, roles=("partner",), response=Earnings)
 async def partner_earnings(request: web.Request, *, query: EarningsQuery, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     rate_bp = request.config_dict[keys.SETTINGS].commission_rate_bp

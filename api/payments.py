@@ -16,8 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.admin import created_between, csv_cell
 from api.paging import PageQuery, page_body
-from api.paymentflow import PROVIDERS, PaymentFlow, PaymentStatus, flow_of, payment_view
+from api.paymentflow import (
+    PROVIDERS,
+    OrderPaymentStatus,
+    PaymentFlow,
+    PaymentKind,
+    PaymentStatus,
+    flow_of,
+    payment_view,
+)
 from api.routing import RouteTable
+from api.schemas import HistoryEntry, Page, closed, open_ended
 from core import keys
 from core.errors import BadRequest, NotFound, ValidationFailed
 from core.http import json_response
@@ -106,6 +115,9 @@ class SimulatedCheckout(BaseModel):
 
 
 class PaymentsConfig(BaseModel):
+    model_config = closed({"providers": ["stripe", "simulated"], "currency": "INR", "deposit_rate_bp": 3000,
+                           "payment_expiry_s": 1800, "refund_after_assign_bp": 5000,
+                           "stripe_publishable_key": "pk_test_51HxYz", "razorpay_key_id": None})
     providers: list[Literal["stripe", "razorpay", "simulated"]]
     currency: str
     deposit_rate_bp: int
@@ -116,6 +128,9 @@ class PaymentsConfig(BaseModel):
 
 
 class StripeIntent(BaseModel):
+    model_config = closed({"client_secret": "pi_3QxYz2AbCdEf_secret_Gh5Jk", "payment_intent_id": "pi_3QxYz2AbCdEf",
+                           "amount": 300_000, "currency": "INR", "publishable_key": "pk_test_51HxYz",
+                           "payment_id": "5d1c0b9a8f7e6d5c4b3a2918", "kind": "deposit"})
     client_secret: str
     payment_intent_id: str
     amount: int
@@ -126,6 +141,9 @@ class StripeIntent(BaseModel):
 
 
 class RazorpayCheckout(BaseModel):
+    model_config = closed({"razorpay_order_id": "order_NZx1y2z3A4b5C6", "amount": 300_000, "currency": "INR",
+                           "key_id": "rzp_test_1DP5mmOlF5G5ag", "payment_id": "5d1c0b9a8f7e6d5c4b3a2918",
+                           "kind": "deposit"})
     razorpay_order_id: str
     amount: int
     currency: str
@@ -135,12 +153,133 @@ class RazorpayCheckout(BaseModel):
 
 
 class SimulatedPayment(BaseModel):
+    model_config = closed({"payment_id": "5d1c0b9a8f7e6d5c4b3a2918", "provider_payment_id": "sim_pi_7Hc2Kd9Lm3",
+                           "amount": 300_000, "currency": "INR", "kind": "deposit", "status": "created"})
     payment_id: str
     provider_payment_id: str
     amount: int
     currency: str
     kind: Literal["deposit", "full", "balance"]
     status: str
+
+
+_PAYMENT_EXAMPLE: dict[str, Any] = {
+    "id": "5d1c0b9a8f7e6d5c4b3a2918", "order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d",
+    "customer_id": "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f", "provider": "stripe", "kind": "deposit",
+    "status": "partially_refunded", "amount": 300_000, "currency": "INR", "amount_refunded": 100_000,
+    "provider_payment_id": "pi_3QxYz2AbCdEf", "charge_id": "ch_3QxYz2AbCdEf",
+    "refunds": [{"id": "rf_0f1e2d3c4b5a69788796a5b4", "amount": 100_000, "status": "succeeded",
+                 "provider_refund_id": "re_3QxYz2AbCdEf", "reason": "one hour shorter than booked",
+                 "by_role": "admin", "at": "2026-12-04T11:00:00.000Z"}],
+    "history": [{"status": "created", "at": "2026-12-03T10:00:05.000Z", "by_role": "customer", "reason": None},
+                {"status": "succeeded", "at": "2026-12-03T10:01:10.000Z", "by_role": "customer", "reason": None},
+                {"status": "partially_refunded", "at": "2026-12-04T11:00:02.000Z", "by_role": "admin",
+                 "reason": "one hour shorter than booked"}],
+    "created_at": "2026-12-03T10:00:05.000Z", "updated_at": "2026-12-04T11:00:02.000Z"}
+
+
+class Refund(BaseModel):
+    """One refund of a payment: pending until the provider answers. Admins also see `by`."""
+
+    model_config = open_ended()
+    id: str
+    amount: int
+    status: Literal["pending", "succeeded", "failed"]
+    provider_refund_id: str | None = None
+    reason: str | None = None
+    by_role: str | None = Field(None, description="admin, system (a cancellation) or provider (refunded there)")
+    at: str | None = None
+
+
+class Payment(BaseModel):
+    """One attempt to pay (part of) an order, with its refunds and status history (`payment_view`)."""
+
+    model_config = open_ended(_PAYMENT_EXAMPLE)
+    id: str
+    order_id: str
+    customer_id: str
+    provider: Literal["stripe", "razorpay", "simulated"]
+    kind: PaymentKind
+    status: PaymentStatus
+    amount: int = Field(description="minor units")
+    currency: str
+    amount_refunded: int
+    provider_payment_id: str | None = Field(None, description="the PaymentIntent, Razorpay order or simulator id")
+    charge_id: str | None = None
+    refunds: list[Refund]
+    history: list[HistoryEntry]
+    created_at: str
+    updated_at: str | None = None
+
+
+class PaymentPage(Page[Payment]):
+    pass
+
+
+class CustomerCard(BaseModel):
+    model_config = closed()
+    name: str
+    email: str
+    phone: str
+
+
+class AdminPayment(Payment):
+    """A payment as admins see it: actor ids kept, and the customer's name and contacts."""
+
+    model_config = open_ended({**_PAYMENT_EXAMPLE, "customer": {"name": "Asha Rao", "email": "asha@example.com",
+                                                                "phone": "+919845012345"}})
+    customer: CustomerCard
+
+
+class MoneyTotals(BaseModel):
+    model_config = closed()
+    captured: int
+    refunded: int
+    net: int
+
+
+class AdminPaymentPage(Page[AdminPayment]):
+    totals: dict[str, MoneyTotals] = Field(description="per currency, over every match (not just this page)")
+
+
+class OrderMoney(BaseModel):
+    """An order's money, as every payment answer carries it (`order_money_view`)."""
+
+    model_config = closed({"id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "status": "placed", "version": 3,
+                           "payment_option": "deposit", "price": 1_500_000, "deposit_amount": 300_000,
+                           "currency": "INR", "payment_status": "deposit_paid", "amount_due": 1_200_000,
+                           "amount_paid": 300_000, "amount_refunded": 0})
+    id: str
+    status: str | None
+    version: int
+    payment_option: str | None
+    price: int
+    deposit_amount: int
+    currency: str | None
+    payment_status: OrderPaymentStatus
+    amount_due: int
+    amount_paid: int
+    amount_refunded: int
+
+
+class PaymentResult(BaseModel):
+    """The payment as recorded, and the order's money after it."""
+
+    model_config = closed()
+    payment: Payment
+    order: OrderMoney
+
+
+class RefundResult(BaseModel):
+    model_config = closed()
+    payment: AdminPayment
+    order: OrderMoney | None = Field(description="null if the order is gone")
+
+
+class WebhookReceipt(BaseModel):
+    model_config = closed({"received": True, "outcome": "recorded"})
+    received: bool
+    outcome: str = Field(description="what the event did: recorded, duplicate, ignored, unknown_payment, ...")
 
 
 class HistoryQuery(PageQuery):
@@ -193,7 +332,7 @@ async def stripe_create_intent(request: web.Request, *, body: OrderRef, user: Cl
 
 
 @routes.post("/payments/stripe/confirm", summary="Record a Stripe payment after the browser confirmed it",
-             body=StripeConfirm, roles=("customer",),
+             body=StripeConfirm, roles=("customer",), response=PaymentResult,
              responses={404: "no such payment for this order", 409: "the payment does not match the order"})
 async def stripe_confirm(request: web.Request, *, body: StripeConfirm, user: Claims) -> web.Response:
     flow = flow_of(request)
@@ -217,7 +356,7 @@ async def razorpay_create_order(request: web.Request, *, body: OrderRef, user: C
 
 
 @routes.post("/payments/razorpay/verify", summary="Verify Razorpay Checkout's signature and record the payment",
-             body=RazorpayVerify, roles=("customer",),
+             body=RazorpayVerify, roles=("customer",), response=PaymentResult,
              responses={400: "the signature does not verify", 404: "no such payment for this order"})
 async def razorpay_verify(request: web.Request, *, body: RazorpayVerify, user: Claims) -> web.Response:
     flow = flow_of(request)
@@ -245,7 +384,7 @@ async def simulated_create_payment(request: web.Request, *, body: OrderRef, user
 
 
 @routes.post("/payments/simulated/checkout", summary="Pay (or fail to pay) what the order owes next, offline",
-             body=SimulatedCheckout, roles=("customer",),
+             body=SimulatedCheckout, roles=("customer",), response=PaymentResult,
              responses={404: "no such order, or the simulator is off", 409: "nothing to pay"})
 async def simulated_checkout(request: web.Request, *, body: SimulatedCheckout, user: Claims) -> web.Response:
     flow = flow_of(request)
@@ -275,20 +414,21 @@ async def _webhook(request: web.Request, provider_name: str) -> web.Response:
 
 
 @routes.post("/payments/webhooks/stripe", summary="Stripe's webhook (Stripe-Signature verified; each event once)",
+             response=WebhookReceipt,
              responses={400: "the signature does not verify", 404: "Stripe is not configured here"})
 async def stripe_webhook(request: web.Request) -> web.Response:
     return await _webhook(request, "stripe")
 
 
 @routes.post("/payments/webhooks/razorpay",
-             summary="Razorpay's webhook (X-Razorpay-Signature verified; each event once)",
+             summary="Razorpay's webhook (X-Razorpay-Signature verified; each event once)", response=WebhookReceipt,
              responses={400: "the signature does not verify", 404: "Razorpay is not configured here"})
 async def razorpay_webhook(request: web.Request) -> web.Response:
     return await _webhook(request, "razorpay")
 
 
 @routes.post("/payments/webhooks/simulated",
-             summary="The simulator's webhook (Simulator-Signature verified; each event once)",
+             summary="The simulator's webhook (Simulator-Signature verified; each event once)", response=WebhookReceipt,
              responses={400: "the signature does not verify", 404: "the simulator is off"})
 async def simulated_webhook(request: web.Request) -> web.Response:
     return await _webhook(request, "simulated")
@@ -296,7 +436,8 @@ async def simulated_webhook(request: web.Request) -> web.Response:
 
 # --- history, admin list and refunds ----------------------------------------------------------
 
-@routes.get("/payments/history", summary="My payments, newest first", query=HistoryQuery, roles=("customer",))
+@routes.get("/payments/history", summary="My payments, newest first", query=HistoryQuery, roles=("customer",),
+            response=PaymentPage)
 async def payment_history(request: web.Request, *, query: HistoryQuery, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     where: dict[str, Any] = {"customer_id": user.user_id}
@@ -334,7 +475,7 @@ def payments_csv(docs: Iterable[Mapping[str, Any]]) -> str:
 
 
 @routes.get("/admin/payments", summary="Payments with filters and totals; ?format=csv exports every match",
-            query=AdminPaymentQuery, roles=("admin",))
+            query=AdminPaymentQuery, roles=("admin",), response=AdminPaymentPage)
 async def admin_list_payments(request: web.Request, *, query: AdminPaymentQuery) -> web.Response:
     db = request.config_dict[keys.DB]
     where = _admin_filter(query)
@@ -383,7 +524,7 @@ def _idempotency_key(request: web.Request) -> str:
 
 
 @routes.post("/admin/payments/{id}/refund", summary="Refund all or part of a payment (idempotent)",
-             body=RefundRequest, roles=("admin",), headers=(IDEMPOTENCY_HEADER,),
+             body=RefundRequest, roles=("admin",), headers=(IDEMPOTENCY_HEADER,), response=RefundResult,
              responses={404: "no such payment", 409: "more than is left, or not captured",
                         502: "the provider refused", 503: "the provider is not answering (retry with the same key)"})
 async def admin_refund(request: web.Request, *, body: RefundRequest, user: Claims) -> web.Response:

@@ -19,6 +19,9 @@ from core.http import read_body, read_query
 from core.tokens import Claims, Role
 
 RouteHandler = Callable[..., Awaitable[web.StreamResponse]]
+# Another status a route answers: its description, and for a status whose body is not the error
+# envelope (a 503 health report, say) the model of that body.
+Answer = str | tuple[str, type[BaseModel]]
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Route:
     status: int = 200
     roles: tuple[Role, ...] | None = None
     approved_partner: bool = True
-    extra_responses: dict[int, str] = field(default_factory=dict)
+    extra_responses: dict[int, Answer] = field(default_factory=dict)
     headers: tuple[str, ...] = ()
     media_type: str = "application/json"  # of the success body; anything else is documented as a string
 
@@ -49,10 +52,15 @@ class RouteTable:
     def route(self, method: str, path: str, *, summary: str, body: type[BaseModel] | None = None,
               query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
               status: int = 200, roles: tuple[Role, ...] | None = None, approved_partner: bool = True,
-              responses: dict[int, str] | None = None, headers: tuple[str, ...] = (),
+              responses: dict[int, Answer] | None = None, headers: tuple[str, ...] = (),
               media_type: str = "application/json") -> Callable[[RouteHandler], RouteHandler]:
         """Declare an endpoint. The handler gets `body`, `query` and `user` keyword arguments
-        (only those it declares), already validated and authenticated."""
+        (only those it declares), already validated and authenticated.
+
+        A JSON endpoint must name its `response` model: clients are generated from the document,
+        and an untyped answer would leave them a bare object."""
+        if response is None and media_type == "application/json":
+            raise TypeError(f"{method} {path}: declare response=<a pydantic model of what the handler returns>")
 
         def decorate(handler: RouteHandler) -> RouteHandler:
             params = inspect.signature(handler).parameters

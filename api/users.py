@@ -22,6 +22,7 @@ from api import accounts, notifications, otp, sessions
 from api.accounts import Email, Phone, Proof, StepUpAction
 from api.auth import Code, StatusResponse, UserView, clear_refresh_cookie
 from api.routing import RouteTable
+from api.schemas import closed
 from core import keys
 from core.errors import Conflict
 from core.http import client_ip, json_response
@@ -98,6 +99,8 @@ class StepUpSend(BaseModel):
 
 
 class StepUpSendResponse(BaseModel):
+    model_config = closed({"status": "sent", "action": "password", "channel": "email",
+                           "destination": "a***@example.com", "expires_in": 300, "resend_after": 30})
     status: Literal["sent"]
     action: StepUpAction
     channel: Literal["sms", "email"]

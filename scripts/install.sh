@@ -52,7 +52,9 @@ fi
 $bootstrap_only && exit 0
 
 label=runtime
-sync=(--locked --inexact)  # inexact: what another target installed stays
+# inexact: what another target installed stays. Bytecode now, once: where PYTHONDONTWRITEBYTECODE
+# is set (as on our machines), every start would compile the dependencies again, seconds each time.
+sync=(--locked --inexact --compile-bytecode)
 for extra in "$@"; do
   label="$label + $extra"
   sync+=(--extra "$extra")

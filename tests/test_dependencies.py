@@ -259,16 +259,16 @@ def _install(venv: Path, *sets: str) -> list[str]:
 
 
 def test_make_run_then_make_test_installs_the_dev_tools_and_nothing_twice(fake_venv: Path) -> None:
-    assert _install(fake_venv, "local") == ["sync --locked --inexact --extra local"]
+    assert _install(fake_venv, "local") == ["sync --locked --inexact --compile-bytecode --extra local"]
     assert _install(fake_venv, "local") == []  # the second run: a stamp says it is done
     assert _install(fake_venv) == []  # serve's runtime is part of every set
-    assert _install(fake_venv, "dev") == ["sync --locked --inexact --extra dev"]
+    assert _install(fake_venv, "dev") == ["sync --locked --inexact --compile-bytecode --extra dev"]
     assert _install(fake_venv, "local") == []
     assert _install(fake_venv, "local", "load") == []  # dev includes both
 
 
 def test_make_test_then_make_run_installs_nothing(fake_venv: Path) -> None:
-    assert _install(fake_venv, "dev") == ["sync --locked --inexact --extra dev"]
+    assert _install(fake_venv, "dev") == ["sync --locked --inexact --compile-bytecode --extra dev"]
     assert _install(fake_venv, "local") == []
 
 
@@ -276,5 +276,5 @@ def test_a_new_lock_installs_again(fake_venv: Path) -> None:
     stale = fake_venv / ".installed" / "000000000000"
     stale.mkdir(parents=True)
     (stale / "dev").touch()
-    assert _install(fake_venv, "local") == ["sync --locked --inexact --extra local"]
+    assert _install(fake_venv, "local") == ["sync --locked --inexact --compile-bytecode --extra local"]
     assert not stale.exists()

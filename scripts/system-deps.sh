@@ -23,7 +23,9 @@ for pkg in "${want[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
-  echo "Debian packages ${missing[*]} are missing and installing them needs root: run 'sudo apt-get install -y ${missing[*]}' (or this make command with sudo), then run make again." >&2
+  if [ ${#missing[@]} -eq 1 ]; then what="Debian's ${missing[0]} is missing and installing it"
+  else what="Debian's ${missing[*]} are missing and installing them"; fi
+  echo "$what needs root: run 'sudo apt-get install -y ${missing[*]}' (or this make command with sudo), then run make again." >&2
   exit 1
 fi
 step_begin "apt" "installing ${missing[*]} (about ${seconds} s)"

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
@@ -278,3 +279,32 @@ def test_a_new_lock_installs_again(fake_venv: Path) -> None:
     (stale / "dev").touch()
     assert _install(fake_venv, "local") == ["sync --locked --inexact --compile-bytecode --extra local"]
     assert not stale.exists()
+
+
+def test_apt_without_root_is_one_sentence_with_the_command() -> None:
+    """scripts/system-deps.sh as an ordinary user on a machine without redis-server."""
+    # Not pytest's tmp_path: the ordinary user must be able to reach it.
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o755)
+        _run_system_deps_without_root(Path(tmp))
+
+
+def _run_system_deps_without_root(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"  # a PATH with the shell's helpers and no redis-server
+    bin_dir.mkdir()
+    for program in ("bash", "id", "dirname"):
+        found = subprocess.run(["bash", "-c", f"command -v {program}"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        (bin_dir / program).symlink_to(found)
+    venv = tmp_path / "venv"  # an existing venv: python3.11-venv is not wanted
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\n")
+    (venv / "bin" / "python").chmod(0o755)
+    as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    proc = subprocess.run([*as_user, "env", f"PATH={bin_dir}", f"VENV={venv}", "bash",
+                           str(REPO / "scripts" / "system-deps.sh"), "run"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr == ("Debian's redis-server is missing and installing it needs root: run 'sudo apt-get install "
+                           "-y redis-server' (or this make command with sudo), then run make again.\n")

@@ -172,6 +172,12 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class OfferPackage(_Message):
+    """The package of an offered order: its name only."""
+
+    name: str
+
+
 class OfferMessage(_Message):
     """`offer` to room partner:{id}."""
 
@@ -184,6 +190,17 @@ class OfferMessage(_Message):
     expires_at: int  # ms since epoch
     fence: int
     version: int
+    # What the partner decides on, as the REST offer view shows it (never the exact venue).
+    # Optional: orders written before these were sent, or by tests, may lack them.
+    package: OfferPackage | None = None
+    event_date: str | None = None
+    arrive_after: str | None = None   # the arrival slot, ISO UTC
+    arrive_before: str | None = None
+    timezone: str | None = None       # the venue's, to show the slot in local time
+    asap: bool | None = None
+    area: str | None = None           # the service area's name
+    city: str | None = None
+    guests: int | None = None
 
 
 class OfferRevokedMessage(_Message):

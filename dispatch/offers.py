@@ -130,6 +130,22 @@ def _pickup(order: Mapping[str, Any]) -> tuple[float, float] | None:
         return None
 
 
+def _offer_details(order: Mapping[str, Any]) -> dict[str, Any]:
+    """What the offer card shows beside payout and distance: package, date and arrival slot, area,
+    guests. Coarse on purpose, like the REST offer view: nothing here pins the venue."""
+    package = order.get("package") or {}
+    address = order.get("address") or {}
+    details: dict[str, Any] = {
+        "package": {"name": str(package["name"])} if package.get("name") else None,
+        "event_date": order.get("event_date"), "arrive_after": order.get("arrive_after"),
+        "arrive_before": order.get("arrive_before"), "timezone": order.get("timezone"),
+        "asap": bool(order["asap"]) if order.get("asap") is not None else None,
+        "area": order.get("service_area"), "city": address.get("city"),
+        "guests": int(order["guests"]) if isinstance(order.get("guests"), int) else None,
+    }
+    return {k: v for k, v in details.items() if v is not None}
+
+
 def _lease_fence(value: str) -> int:
     try:
         return int(value.rsplit(":", 1)[1])
@@ -558,11 +574,12 @@ class Offers:
         # The venue to within ~1 km, as the REST offer view shows it: the exact address goes only to
         # the partner who accepts (and the distance is rounded so it does not pin the point either).
         pickup = approximate(*(_pickup(after) or (0.0, 0.0)))
+        details = _offer_details(after)
         for cand in chosen:
             message = {"order_id": order_id, "pickup": {"lat": pickup[0], "lng": pickup[1]},
                        "distance_m": round(cand.distance_m, -2), "eta_s": cand.eta_s, "payout": payout,
                        "currency": str(after.get("currency") or self.settings.currency), "expires_at": expires,
-                       "fence": fence, "version": int(after.get("version") or 0)}
+                       "fence": fence, "version": int(after.get("version") or 0), **details}
             await self.emitter.emit("offer", message, f"partner:{cand.partner_id}")
         metrics.OFFERS.labels("offered").inc(len(chosen))
         await self.audit.record(order_id, "candidates", considered)

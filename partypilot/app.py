@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 import api
 import dispatch
 from core import keys, revocations
-from core.http import access_middleware, api_error_middleware, request_id_middleware
+from core.contracts import STALE_AFTER_INTERVALS
+from core.http import access_middleware, api_error_middleware, json_response, request_id_middleware
+from core.jsonutil import now_ms
 from core.settings import Settings
 from core.stores import mongo_ctx, redis_ctx
 from core.tasks import TaskOwner
@@ -58,9 +61,32 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+# The installable partner app. The service worker is served from the root because a worker's
+# scope cannot reach above its own folder (it registers for /partner only); both files are
+# revalidated on every load so a deploy reaches installed phones at their next visit.
+APP_FILES = {
+    "/partner-sw.js": ("partner-sw.js", "text/javascript"),
+    "/partner.webmanifest": ("partner.webmanifest", "application/manifest+json"),
+}
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """The settings pages must agree with the server on, and the server's clock (so a phone can
+    judge its fixes' age as the server does). Public: nothing here is secret."""
+    return {"ping_interval_s": settings.ping_interval_s, "stale_after_intervals": STALE_AFTER_INTERVALS,
+            "server_time_ms": now_ms()}
+
+
+async def get_client_config(request: web.Request) -> web.Response:
+    return json_response(client_config(request.app[keys.SETTINGS]), headers={"Cache-Control": "no-store"})
+
+
 def _add_frontend(app: web.Application, root: Path, media: Path) -> None:
     for path, page in PAGES.items():
         app.router.add_get(path, _page_handler(root / page), name=f"page:{page}")
+    for path, (name, content_type) in APP_FILES.items():
+        app.router.add_get(path, _page_handler(root / name, content_type), name=f"app:{name}")
+    app.router.add_get("/config.json", get_client_config, name="config")
     for folder in ("js", "css", "vendor", "img"):
         if (root / folder).is_dir():
             app.router.add_static(f"/{folder}", root / folder)
@@ -68,9 +94,14 @@ def _add_frontend(app: web.Application, root: Path, media: Path) -> None:
     app.router.add_static("/media", media)
 
 
-def _page_handler(file: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _page_handler(file: Path, content_type: str | None = None,
+                  ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    headers = {"Cache-Control": "no-cache"}
+    if content_type:
+        headers["Content-Type"] = content_type
+
     async def page(request: web.Request) -> web.StreamResponse:
         # FileResponse answers 404 itself when the page is missing.
-        return web.FileResponse(file, headers={"Cache-Control": "no-cache"})
+        return web.FileResponse(file, headers=headers)
 
     return page

@@ -1,10 +1,14 @@
-// Partner app (phone browser): register, sign in, go on duty and share GPS, answer offers,
-// move the current job through its states, see earnings.
+// Partner app (phone browser, installable: partner.webmanifest, partner-sw.js): register, sign in,
+// go on duty and share GPS, answer offers, move the current job through its states, see earnings.
+// Without a network it still opens (the service worker keeps the shell) and, for the partner who
+// was signed in, goes on duty and queues fixes on the phone until the connection returns.
 import { get, post, put, itemsOf, ApiError, refresh, currentUser } from './api.js';
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
-import { queuePing, peekPings, dropPings, countPings, queueAction, peekActions, dropAction } from './queue.js';
+import { queuePing, peekPings, dropPings, stripOwner, countPings, queueAction, peekActions, dropAction } from './queue.js';
 import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS, WEAK_GPS_M } from './config.js';
+import { loadSettings, CLOCK_SKEW_WARN_MS } from './settings.js';
+import { alertOffer, isMuted, setMuted, unlock, testSound } from './alerts.js';
 import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, ago, toast, etaWindow } from './ui.js';
 
 const ACTIVE = ['assigned', 'en_route', 'arrived', 'setup_complete'];
@@ -19,10 +23,17 @@ const RETRY_CODES = new Set(['unavailable', 'timeout', 'rate_limited', 'token_ex
 
 const duty = { on: false, watchId: null, wakeLock: null, lastFix: null, lastSentAt: 0, fallback: 0, flushing: false,
   sharedAt: 0, sentTs: 0, freshTimer: 0 };
-const state = { user: null, conn: null, job: null, jobLoaded: false, offers: new Map(), countdown: 0, jobTimer: 0 };
-// The server's rule (dispatch: a partner whose last fix is older than this is stale, greyed on the
-// fleet map and offered nothing). The age is the fix's own time, as the server counts it.
-const STALE_MS = PING_INTERVAL_MS * STALE_AFTER_INTERVALS;
+const state = { user: null, conn: null, job: null, jobLoaded: false, offers: new Map(), countdown: 0, jobTimer: 0,
+  offline: false, reconnecting: false, retryTimer: 0, alerted: new Set() };
+// The server's settings (GET /config.json, remembered for offline starts): the ping interval the
+// phone throttles to, and its staleness rule (dispatch: a partner whose last fix is older than
+// staleAfterIntervals intervals is stale, greyed on the fleet map and offered nothing), plus how
+// far the server's clock is from this phone's. config.js's defaults hold only until start() asks.
+const server = { pingIntervalMs: PING_INTERVAL_MS, staleAfterIntervals: STALE_AFTER_INTERVALS, clockOffsetMs: 0,
+  fromServer: false };
+const staleMs = () => server.pingIntervalMs * server.staleAfterIntervals;
+/** Now, by the server's clock. */
+const serverNow = () => Date.now() + server.clockOffsetMs;
 
 // ---- sign-in and registration --------------------------------------------------------------
 // A new partner signs in with a code first (that makes a customer account and proves the email
@@ -158,12 +169,10 @@ function showWelcome() {
 
 async function signedIn(user) {
   state.user = user;
-  renderAccount($('#account'), user, () => {
-    goOffDuty();
-    state.conn?.close();
-    clearInterval(state.jobTimer);
-    showWelcome();
-  });
+  state.offline = false;
+  clearTimeout(state.retryTimer);
+  banner('offline', null);
+  renderAccount($('#account'), user, signedOut);
   $('#welcome').hidden = true;
   $('#register').hidden = true;
   const standing = user.partner_status;
@@ -184,6 +193,7 @@ async function signedIn(user) {
   }
   $('#pending').hidden = true;
   $('#app').hidden = false;
+  rememberPartner(user);
   offerToResumeDuty();
   connect();
   // Pushes are hints: re-read the current job now and then, in case one was missed.
@@ -192,6 +202,143 @@ async function signedIn(user) {
   loadOffers();
   loadEarnings();
 }
+
+function signedOut() {
+  goOffDuty();
+  state.conn?.close();
+  state.conn = null;
+  state.offline = false;
+  clearTimeout(state.retryTimer);
+  clearInterval(state.jobTimer);
+  banner('offline', null);
+  forgetPartner();
+  showWelcome();
+}
+
+// ---- opening without a network ----------------------------------------------------------------
+// The service worker opens the page offline, but the session cannot be resumed without the
+// server. The partner last signed in on this phone may still go on duty: fixes queue in
+// IndexedDB under their id, and the session is picked up (and the queue sent) when the server
+// answers again. Only the id and name are kept here, never a token.
+
+const PARTNER_KEY = 'pp-partner';
+
+function rememberPartner(user) {
+  try {
+    localStorage.setItem(PARTNER_KEY, JSON.stringify({ id: user.id, name: user.name ?? '' }));
+  } catch { /* no storage: this phone will not open offline */ }
+}
+
+function rememberedPartner() {
+  try {
+    const partner = JSON.parse(localStorage.getItem(PARTNER_KEY) ?? 'null');
+    return partner?.id ? partner : null;
+  } catch {
+    return null;
+  }
+}
+
+function forgetPartner() {
+  try { localStorage.removeItem(PARTNER_KEY); } catch { /* nothing kept */ }
+}
+
+function showOffline(partner) {
+  state.user = { ...partner, role: 'partner' };
+  state.offline = true;
+  $('#welcome').hidden = true;
+  $('#register').hidden = true;
+  $('#pending').hidden = true;
+  $('#app').hidden = false;
+  renderAccount($('#account'), state.user, signedOut);
+  banner('offline', 'No connection. You can still go on duty: your positions are kept on this phone and sent '
+    + 'when the connection returns. Offers and jobs need a connection.');
+  const chip = $('#conn-chip');
+  chip.textContent = 'Offline: positions are kept and sent later';
+  chip.className = 'chip warn';
+  mount($('#offers'));
+  mount($('#job'), empty('Your current job shows here when you are back online.'));
+  mount($('#earnings'), empty('Your earnings show here when you are back online.'));
+  offerToResumeDuty();
+  renderQueue();
+  renderFreshness();
+  retryLater();
+}
+
+/** While offline: ask the server again now and then (and at once when the phone says it is online). */
+function retryLater(ms = 10_000) {
+  clearTimeout(state.retryTimer);
+  state.retryTimer = setTimeout(reconnect, ms);
+}
+
+async function reconnect() {
+  if (!state.offline || state.reconnecting) return;
+  clearTimeout(state.retryTimer);
+  state.reconnecting = true;
+  let settings;
+  let resumed;
+  try {
+    settings = await loadSettings();
+    resumed = settings.fromServer && state.offline && await refresh();
+  } finally {
+    state.reconnecting = false;
+  }
+  if (!state.offline) return;
+  if (!settings.fromServer) {
+    retryLater();
+    return;
+  }
+  Object.assign(server, settings);
+  if (resumed && currentUser()?.role === 'partner') {
+    signedIn(currentUser());
+    return;
+  }
+  if (!resumed && !(await loadSettings()).fromServer) {
+    retryLater();  // the network dropped again mid-way: that says nothing about the session
+    return;
+  }
+  // The server answers but the session is over (signed out elsewhere, expired): sign in again.
+  // The queued positions stay on the phone and go once this partner is signed in.
+  goOffDuty();
+  state.offline = false;
+  banner('offline', null);
+  showWelcome();
+  toast('Please sign in again: the positions kept on this phone are sent once you do.', 'warn', 0);
+}
+
+function registerWorker() {
+  if (!('serviceWorker' in navigator)) return;
+  // Without it the page works the same online; it just cannot open offline.
+  navigator.serviceWorker.register('/partner-sw.js', { scope: '/partner' }).catch(() => {});
+}
+
+// Installing: Chrome offers it when the manifest and worker qualify; we show our own button
+// instead of its banner, in the duty card where the partner looks.
+let installPrompt = null;
+window.addEventListener('beforeinstallprompt', (e) => {
+  e.preventDefault();
+  installPrompt = e;
+  $('#install-app').hidden = false;
+});
+window.addEventListener('appinstalled', () => { $('#install-app').hidden = true; });
+$('#install-app').addEventListener('click', async () => {
+  const prompt = installPrompt;
+  installPrompt = null;
+  $('#install-app').hidden = true;
+  if (!prompt) return;
+  prompt.prompt();
+  await prompt.userChoice.catch(() => {});
+});
+
+// ---- offer alerts ---------------------------------------------------------------------------
+
+const alertsToggle = $('#offer-alerts');
+alertsToggle.checked = !isMuted();
+alertsToggle.addEventListener('change', () => {
+  setMuted(!alertsToggle.checked);
+  if (alertsToggle.checked) testSound();
+});
+// Sound needs a tap on the page first: any tap will do.
+document.addEventListener('pointerdown', unlock, { once: true });
 
 function showPending(err) {
   const box = $('#pending');
@@ -219,10 +366,12 @@ function connect() {
       chip.className = 'chip ok';
       if (duty.on) state.conn.emit('availability', { online: true });
       flush();
+      renderFreshness();
     },
     onDown: () => {
       chip.textContent = 'Offline: positions are kept and sent later';
       chip.className = 'chip warn';
+      renderFreshness();
     },
     onResync: () => { loadJob().catch(() => {}); loadOffers(); },
     onRefused: (err) => {
@@ -270,6 +419,8 @@ function goOnDuty() {
   }
   duty.on = true;
   duty.sharedAt = 0;  // "waiting for your first position" until the server accepts one
+  duty.refusal = null;
+  unlock();  // this tap lets offers beep later
   rememberDuty(true);
   banner('resume', null);
   renderDuty();
@@ -278,10 +429,10 @@ function goOnDuty() {
     { enableHighAccuracy: true, maximumAge: 5000, timeout: 60_000 });
   // A partner standing still gets few watch callbacks: ask for a fix when none came for an interval.
   duty.fallback = setInterval(() => {
-    if (duty.on && Date.now() - duty.lastSentAt >= PING_INTERVAL_MS) {
+    if (duty.on && Date.now() - duty.lastSentAt >= server.pingIntervalMs) {
       navigator.geolocation.getCurrentPosition(onFix, () => {}, { enableHighAccuracy: true, maximumAge: 0, timeout: 20_000 });
     }
-  }, PING_INTERVAL_MS);
+  }, server.pingIntervalMs);
   state.conn?.emit('availability', { online: true });
   holdWakeLock();
 }
@@ -328,33 +479,65 @@ function renderDuty() {
   renderFreshness();
 }
 
-/** How old the last position the server accepted is, ticking, and what the server makes of it. */
+/**
+ * The partner's freshness as the server judges it, ticking: the last fix the server accepted, aged
+ * by the server's clock from the fix's own time (capped by its arrival), against the server's
+ * interval. Fresh: offers come. Late: they stop soon. Stale: greyed on the fleet map, no offers.
+ * Each says what to do about it.
+ */
 function renderFreshness() {
   const line = $('#last-fix');
+  const chip = $('#fresh-chip');
+  const show = (name, label, kind, text) => {
+    line.textContent = text;
+    line.dataset.state = name;
+    chip.hidden = !label;
+    chip.textContent = label ?? '';
+    chip.className = `chip ${kind ?? ''}`;
+    chip.dataset.state = name;
+  };
   if (!duty.on) {
-    line.textContent = 'Off duty: your position is not shared and no offers reach you.';
-    line.dataset.state = 'off';
+    show('off', null, null, 'Off duty: your position is not shared and no offers reach you.');
     return;
   }
+  const fix = whatToFix();
   if (!duty.sharedAt) {
-    line.textContent = 'Waiting for your first position to reach PartyPilot…';
-    line.dataset.state = 'waiting';
+    show('waiting', 'Not shared yet', 'warn', `Waiting for your first position to reach PartyPilot… ${fix}`.trim());
     return;
   }
-  const age = Date.now() - duty.sharedAt;
-  const staleIn = Math.max(0, Math.ceil((STALE_MS - age) / 1000));
-  if (age > STALE_MS) {
-    line.textContent = `Last position shared ${ago(duty.sharedAt)}. PartyPilot now shows you as out of date and `
-      + 'sends you no offers. Keep this page open on screen with location on; it updates by itself.';
-    line.dataset.state = 'stale';
-  } else if (age > PING_INTERVAL_MS * 1.5) {
-    line.textContent = `Last position shared ${ago(duty.sharedAt)}. Without a new one in ${staleIn} s you stop `
-      + 'getting offers: keep this page open with location on.';
-    line.dataset.state = 'late';
+  const age = serverNow() - duty.sharedAt;
+  const seen = `Last position shared ${ago(duty.sharedAt, serverNow())}.`;
+  const staleIn = Math.max(0, Math.ceil((staleMs() - age) / 1000));
+  if (age > staleMs()) {
+    show('stale', 'Stale: no offers', 'bad', `${seen} PartyPilot now shows you as out of date and sends you no `
+      + `offers. ${fix || 'Keep this page open on screen with location on; it updates by itself.'}`);
+  } else if (age > server.pingIntervalMs * 1.5) {
+    show('late', 'Late', 'warn', `${seen} Without a new one in ${staleIn} s you stop getting offers. `
+      + `${fix || 'Keep this page open with location on.'}`);
   } else {
-    line.textContent = `Last position shared ${ago(duty.sharedAt)}.`;
-    line.dataset.state = 'fresh';
+    show('fresh', 'Fresh', 'ok', `${seen} You can get offers. ${fix}`.trim());
   }
+}
+
+/** What, if anything, keeps this phone's positions from reaching the server in time. */
+function whatToFix() {
+  const skew = server.clockOffsetMs;
+  if (duty.refusal === 'future_ts' || duty.refusal === 'too_old' || Math.abs(skew) > CLOCK_SKEW_WARN_MS) {
+    const off = Math.round(Math.abs(skew) / 1000);
+    const how = Math.abs(skew) > CLOCK_SKEW_WARN_MS ? `is ${off} s ${skew > 0 ? 'behind' : 'ahead of'}`
+      : 'disagrees with';
+    return `This phone's clock ${how} PartyPilot's, so your positions count as too old or are refused: `
+      + 'turn on automatic date and time in the phone\'s settings.';
+  }
+  if (state.offline || !state.conn?.socket.connected) {
+    return 'No connection: your positions are kept on this phone and sent when it returns. '
+      + 'Check mobile data or Wi-Fi.';
+  }
+  if (duty.refusal === 'inaccurate') return 'The GPS fix is too rough to use: move near a window or outdoors.';
+  if (!duty.lastFix || Date.now() - duty.lastFix.ts > server.pingIntervalMs * 1.5) {
+    return 'The phone has not given a new GPS position lately: check that location is on for this site.';
+  }
+  return '';
 }
 
 async function holdWakeLock() {
@@ -378,7 +561,7 @@ document.addEventListener('visibilitychange', () => {
   holdWakeLock();
   flush();
 });
-window.addEventListener('online', () => flush());
+window.addEventListener('online', () => (state.offline ? reconnect() : flush()));
 
 function onGeoError(err) {
   if (err.code === err.PERMISSION_DENIED) {
@@ -391,8 +574,8 @@ function onGeoError(err) {
 
 function onFix(pos) {
   const point = readFix(pos);
-  // Throttle to the ping interval: the watch may fire every second.
-  if (point && Date.now() - duty.lastSentAt >= PING_INTERVAL_MS) sendFix(point);
+  // Throttle to the server's ping interval: the watch may fire every second.
+  if (point && Date.now() - duty.lastSentAt >= server.pingIntervalMs) sendFix(point);
 }
 
 /** A watch or one-off position as a fix to send; updates the GPS chip. */
@@ -427,23 +610,27 @@ async function sendFix(point) {
   duty.lastSentAt = Date.now();
   duty.sentTs = Math.max(duty.sentTs, point.ts);
   if (!state.conn?.socket.connected) {
-    await queuePing(point);
+    await queuePing(point, state.user?.id);
     renderQueue();
     return false;
   }
   const ack = await state.conn.emit('location', point);
   if (ack?.ok === false && RETRY_CODES.has(ack.error?.code)) {
-    await queuePing(point);
+    await queuePing(point, state.user?.id);
     renderQueue();
+  } else if (ack?.ok === false) {
+    duty.refusal = ack.error?.code ?? null;  // about the fix itself (its clock, its accuracy): say so
+    renderFreshness();
   }
   if (ack?.ok !== false && (ack?.accepted ?? 1) > 0) shared(point.ts);
   return ack?.ok !== false;
 }
 
-/** The server accepted a fix taken at `ts`: its age counts from then (never from the future). */
+/** The server accepted a fix taken at `ts`: as it counts, the fix's own time, capped by its arrival. */
 function shared(ts) {
-  const at = Math.min(Number(ts) || Date.now(), Date.now());
+  const at = Math.min(Number(ts) || serverNow(), serverNow());
   if (at > duty.sharedAt) duty.sharedAt = at;
+  duty.refusal = null;
   renderFreshness();
 }
 
@@ -453,8 +640,13 @@ async function flush() {
   duty.flushing = true;
   try {
     for (;;) {
-      const points = await peekPings(100);
-      if (!points.length) break;
+      const queued = await peekPings(100);
+      if (!queued.length) break;
+      // Another partner's fixes (one who signed out on this phone) can only go with their session.
+      const mine = queued.filter((p) => !p.owner || p.owner === state.user?.id);
+      if (mine.length < queued.length) await dropPings(queued.filter((p) => !mine.includes(p)));
+      if (!mine.length) continue;
+      const points = mine.map(stripOwner);
       const ack = await state.conn.emit('location_batch', { points });
       if (ack?.ok === false && RETRY_CODES.has(ack.error?.code)) break;
       if (ack?.ok !== false && ack?.accepted > 0) shared(Math.max(...points.map((p) => p.ts)));
@@ -462,6 +654,10 @@ async function flush() {
       await dropPings(points);
     }
     for (const action of await peekActions()) {
+      if (action.owner && action.owner !== state.user?.id) {
+        await dropAction(action.seq);
+        continue;
+      }
       try {
         await put(`/api/partner/orders/${encodeURIComponent(action.order_id)}/status`, { status: action.status });
       } catch (err) {
@@ -502,14 +698,21 @@ function banner(key, message) {
 function expiresMs(value) {
   if (typeof value === 'number') return value;
   const parsed = Date.parse(value);
-  return Number.isFinite(parsed) ? parsed : Date.now() + 30_000;
+  return Number.isFinite(parsed) ? parsed : serverNow() + 30_000;
 }
 
+/** A pushed offer or one from the REST list (the two carry different fields: keep both). */
 function showOffer(offer) {
   const id = offer.order_id ?? offer.id;
   const expires = expiresMs(offer.expires_at ?? offer.offer_expires_ms);
-  if (expires <= Date.now()) return;
-  state.offers.set(id, { ...offer, order_id: id, expires });
+  // Offers expire by the server's clock.
+  if (expires <= serverNow()) return;
+  const fields = Object.fromEntries(Object.entries(offer).filter(([, v]) => v !== null && v !== undefined));
+  state.offers.set(id, { ...state.offers.get(id), ...fields, order_id: id, expires });
+  if (!state.alerted.has(id)) {
+    state.alerted.add(id);
+    alertOffer();
+  }
   renderOffers();
 }
 
@@ -518,6 +721,84 @@ function revokeOffer(orderId, reason) {
   const why = { taken: 'another partner took it', expired: 'it expired', cancelled: 'the customer cancelled' }[reason];
   toast(`Offer withdrawn${why ? `: ${why}` : ''}.`, 'warn');
   renderOffers();
+}
+
+const LOCALE = 'en-IN';
+
+/** "YYYY-MM-DD" of `ms` in `timeZone` (the venue's), for "today" and "tomorrow". */
+function dayIn(ms, timeZone) {
+  try {
+    return new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' })
+      .format(new Date(ms));
+  } catch {
+    return null;
+  }
+}
+
+/** "Today, Thu 3 Dec · 16:00–19:00": the event's date and the arrival slot in the venue's time. */
+function whenText(offer) {
+  const parts = [];
+  if (offer.event_date) {
+    const day = new Date(`${offer.event_date}T00:00:00Z`);
+    const label = Number.isNaN(day.getTime()) ? offer.event_date
+      : new Intl.DateTimeFormat(LOCALE, { weekday: 'short', day: 'numeric', month: 'short', timeZone: 'UTC' }).format(day);
+    const tz = offer.timezone || undefined;
+    const today = dayIn(serverNow(), tz);
+    const tomorrow = dayIn(serverNow() + 86_400_000, tz);
+    parts.push(offer.event_date === today ? `Today, ${label}` : offer.event_date === tomorrow ? `Tomorrow, ${label}` : label);
+  }
+  const from = Date.parse(offer.arrive_after);
+  const to = Date.parse(offer.arrive_before);
+  if (Number.isFinite(from) && Number.isFinite(to)) {
+    let time;
+    try {
+      time = new Intl.DateTimeFormat(LOCALE, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+        timeZone: offer.timezone || undefined });
+    } catch {
+      time = new Intl.DateTimeFormat(LOCALE, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    }
+    parts.push(offer.asap ? `as soon as possible, by ${time.format(to)}` : `arrive ${time.format(from)}–${time.format(to)}`);
+  }
+  return parts.join(' · ');
+}
+
+/** Metres between two points (haversine). */
+function metresBetween(a, b) {
+  const rad = Math.PI / 180;
+  const dLat = (b.lat - a.lat) * rad;
+  const dLng = (b.lng - a.lng) * rad;
+  const h = Math.sin(dLat / 2) ** 2 + Math.cos(a.lat * rad) * Math.cos(b.lat * rad) * Math.sin(dLng / 2) ** 2;
+  return 2 * 6_371_000 * Math.asin(Math.sqrt(h));
+}
+
+/** "2.3 km away" from the server's figure; from the venue's rough spot when only that is known. */
+function distanceText(offer) {
+  if (Number.isFinite(offer.distance_m)) {
+    const km = offer.distance_m / 1000;
+    return km < 1 ? `${Math.max(100, Math.round(offer.distance_m / 100) * 100)} m away` : `${km.toFixed(1)} km away`;
+  }
+  const rough = offer.approx_location ?? offer.pickup;
+  if (rough && duty.lastFix) {
+    // The spot is snapped to a ~1 km grid: say no more than that.
+    return `about ${Math.max(1, Math.round(metresBetween(duty.lastFix, rough) / 1000))} km away`;
+  }
+  return null;
+}
+
+function offerFacts(offer) {
+  const facts = [];
+  const add = (label, value) => {
+    if (value === null || value === undefined || value === '') return;
+    facts.push(el('dt', { text: label }), el('dd', { text: String(value) }));
+  };
+  const distance = distanceText(offer);
+  add('Distance', distance && Number.isFinite(offer.eta_s) ? `${distance}, ${etaWindow(offer.eta_s)} drive` : distance);
+  add('When', whenText(offer));
+  add('Package', offer.package?.name);
+  add('Guests', Number.isFinite(offer.guests) ? offer.guests : null);
+  const area = [...new Set([offer.area, offer.city].filter(Boolean))].join(', ');
+  add('Area', area);
+  return facts;
 }
 
 function renderOffers() {
@@ -538,16 +819,11 @@ function renderOffers() {
       }
     });
     return el('article', { class: 'card offer', dataset: { id: offer.order_id }, 'aria-label': 'New job offer' },
-      el('h2', { text: 'New job offer' }),
-      el('p', { class: 'countdown', dataset: { expires: String(offer.expires) }, 'aria-label': 'Seconds left to answer' }),
-      el('dl', { class: 'kv' },
-        el('dt', { text: 'Payout' }), el('dd', { text: money(offer.payout, offer.currency) }),
-        Number.isFinite(offer.distance_m) ? el('dt', { text: 'Distance' }) : null,
-        Number.isFinite(offer.distance_m) ? el('dd', { text: `${(offer.distance_m / 1000).toFixed(1)} km` }) : null,
-        Number.isFinite(offer.eta_s) ? el('dt', { text: 'Drive' }) : null,
-        Number.isFinite(offer.eta_s) ? el('dd', { text: etaWindow(offer.eta_s) }) : null,
-        offer.package?.name ? el('dt', { text: 'Package' }) : null,
-        offer.package?.name ? el('dd', { text: offer.package.name }) : null),
+      el('div', { class: 'spread' },
+        el('h2', { text: 'New job offer' }),
+        el('p', { class: 'countdown', dataset: { expires: String(offer.expires) }, 'aria-label': 'Seconds left to answer' })),
+      el('p', { class: 'payout' }, el('strong', { text: money(offer.payout, offer.currency) }), ' for you'),
+      el('dl', { class: 'kv' }, offerFacts(offer)),
       el('div', { class: 'row' },
         el('button', { type: 'button', class: 'primary', text: 'Accept', on: { click: reply(true) } }),
         el('button', { type: 'button', class: 'secondary', text: 'Decline', on: { click: reply(false) } })),
@@ -557,11 +833,11 @@ function renderOffers() {
   if (cards.length) {
     const tick = () => {
       for (const node of box.querySelectorAll('.countdown')) {
-        const left = Math.max(0, Math.ceil((Number(node.dataset.expires) - Date.now()) / 1000));
+        const left = Math.max(0, Math.ceil((Number(node.dataset.expires) - serverNow()) / 1000));
         node.textContent = `${left} s`;
       }
       for (const [id, offer] of state.offers) {
-        if (offer.expires <= Date.now()) state.offers.delete(id);
+        if (offer.expires <= serverNow()) state.offers.delete(id);
       }
       if ([...state.offers.values()].length !== cards.length) renderOffers();
     };
@@ -652,7 +928,8 @@ async function advance(job, next) {
   } catch (err) {
     if (err.code !== 'network') throw err;
     // Offline: keep the change with its time and send it when the connection returns.
-    await queueAction({ kind: 'status', order_id: job.id, status: next, at: new Date().toISOString() });
+    await queueAction({ kind: 'status', order_id: job.id, status: next, at: new Date().toISOString(),
+      owner: state.user?.id });
     state.job = { ...job, status: next };
     toast('You are offline: the status change will be sent when you reconnect.', 'warn');
   }
@@ -694,8 +971,19 @@ async function loadEarnings() {
 // ---- start --------------------------------------------------------------------------------
 
 async function start() {
+  registerWorker();
   renderDuty();
-  const user = await resumeFor(['partner', 'customer']);
+  const resumed = resumeFor(['partner', 'customer']);
+  Object.assign(server, await loadSettings());
+  const partner = rememberedPartner();
+  if (!server.fromServer && partner) {
+    // No answer from the server: open for the partner signed in on this phone, and take the
+    // session back if the resume gets through after all.
+    showOffline(partner);
+    resumed.then((user) => { if (state.offline && user?.role === 'partner') signedIn(user); }).catch(() => {});
+    return;
+  }
+  const user = await resumed;
   if (user?.role === 'partner') signedIn(user);
   else if (user) showRegistration(user);  // signed in, not registered yet
   else showWelcome();

@@ -1,5 +1,8 @@
 // An IndexedDB outbox for the partner app: GPS fixes and status changes made while offline,
-// kept with their client timestamps and flushed in order when the connection returns.
+// kept with their client timestamps and flushed in order when the connection returns. It outlives
+// a reload and a closed tab (the installed app opens offline and keeps queueing). Each record
+// names its `owner` (the partner signed in when it was made): only that partner's session may
+// send it; `stripOwner` gives the fix as the server takes it.
 const DB_NAME = 'partypilot';
 const VERSION = 1;
 const MAX_PINGS = 5000;  // about 40 hours at one fix per 30 s; older ones are dropped first
@@ -32,8 +35,8 @@ async function tx(store, mode, fn) {
 }
 
 /** Keep a fix for later (a later fix with the same ts replaces it). */
-export async function queuePing(point) {
-  await tx('pings', 'readwrite', (s) => s.put(point));
+export async function queuePing(point, owner) {
+  await tx('pings', 'readwrite', (s) => s.put(owner ? { ...point, owner } : point));
   const count = await tx('pings', 'readonly', (s) => s.count());
   if (count > MAX_PINGS) {
     await tx('pings', 'readwrite', (s) => {
@@ -52,6 +55,11 @@ export async function peekPings(limit = 100) {
   return tx('pings', 'readonly', (s) => s.getAll(null, limit));
 }
 
+/** A queued fix without its bookkeeping: the server refuses unknown fields. */
+export function stripOwner({ owner, ...point }) {
+  return point;
+}
+
 export async function dropPings(points) {
   await tx('pings', 'readwrite', (s) => { for (const p of points) s.delete(p.ts); });
 }
@@ -60,7 +68,7 @@ export async function countPings() {
   return tx('pings', 'readonly', (s) => s.count());
 }
 
-/** Queue an action such as {kind: 'status', order_id, status, at}. */
+/** Queue an action such as {kind: 'status', order_id, status, at, owner}. */
 export async function queueAction(action) {
   await tx('actions', 'readwrite', (s) => s.add(action));
 }

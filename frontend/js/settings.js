@@ -1,0 +1,46 @@
+// The server's settings a page must agree with (GET /config.json), and how far this device's clock
+// is from the server's. Remembered for a start without a network (the installed partner app opens
+// offline); config.js's constants are the last resort.
+import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS } from './config.js';
+
+const REMEMBERED = 'pp-config';
+// A network that has not answered by then is treated as down: the page must not wait on it.
+const WAIT_MS = 4_000;
+// Beyond this, the phone's clock visibly disagrees with the server's (fixes carry the phone's time).
+export const CLOCK_SKEW_WARN_MS = 10_000;
+
+const fallback = { pingIntervalMs: PING_INTERVAL_MS, staleAfterIntervals: STALE_AFTER_INTERVALS, clockOffsetMs: 0,
+  fromServer: false };
+
+function fromAnswer(answer) {
+  const interval = Number(answer?.ping_interval_s);
+  const intervals = Number(answer?.stale_after_intervals);
+  if (!(interval > 0) || !(intervals > 0)) return null;
+  return { pingIntervalMs: Math.round(interval * 1000), staleAfterIntervals: intervals };
+}
+
+/**
+ * { pingIntervalMs, staleAfterIntervals, clockOffsetMs (server minus device), fromServer }.
+ * Never throws: offline it answers with the last settings this device saw.
+ */
+export async function loadSettings() {
+  const sent = Date.now();
+  try {
+    const res = await fetch('/config.json', { cache: 'no-store', credentials: 'omit',
+      signal: AbortSignal.timeout(WAIT_MS) });
+    if (!res.ok) throw new Error(`config: ${res.status}`);
+    const answer = await res.json();
+    const received = Date.now();
+    const settings = fromAnswer(answer);
+    if (!settings) throw new Error('config: unusable answer');
+    try { localStorage.setItem(REMEMBERED, JSON.stringify(answer)); } catch { /* no storage */ }
+    // The server stamped its clock somewhere in the round trip: assume halfway.
+    const offset = Number.isFinite(answer.server_time_ms) ? Math.round(answer.server_time_ms - (sent + received) / 2) : 0;
+    return { ...settings, clockOffsetMs: offset, fromServer: true };
+  } catch {
+    let remembered = null;
+    try { remembered = fromAnswer(JSON.parse(localStorage.getItem(REMEMBERED) ?? 'null')); } catch { /* none */ }
+    // A remembered server time is old news: without an answer, assume the clocks agree.
+    return remembered ? { ...remembered, clockOffsetMs: 0, fromServer: false } : { ...fallback };
+  }
+}

@@ -33,7 +33,7 @@ if ! $bootstrap_only; then
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
-  step_begin "Python environment" "creating $VENV with $("$PYTHON" --version 2>&1) (about 3 s)"
+  step_begin "Python environment" "creating $VENV with $("$PYTHON" --version 2>&1) (about 10 s)"
   if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
     rm -rf "$VENV"
     echo "Creating $VENV needs Debian's python3.11-venv: run 'sudo apt-get install -y python3.11-venv' (make run and make test install it when run as root), then run make again." >&2
@@ -44,7 +44,7 @@ fi
 
 uv_version=$(sed -n 's/^uv==\([0-9][0-9.]*\).*/\1/p' requirements/bootstrap.txt)
 if [ "$("$VENV/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$uv_version" ]; then
-  step_begin "installer" "uv $uv_version into $VENV with pip, hashes checked (about 5 s)"
+  step_begin "installer" "uv $uv_version into $VENV with pip, hashes checked (about 10 s)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
     -r requirements/bootstrap.txt
   step_end
@@ -60,9 +60,9 @@ for extra in "$@"; do
   sync+=(--extra "$extra")
 done
 case " $* " in
-  *" dev "*) estimate="about 60 s the first time" ;;
-  *" load "*) estimate="about 30 s the first time" ;;
-  *) estimate="about 20 s the first time" ;;
+  *" dev "*) estimate="about 2 min the first time, 1 min after make run" ;;
+  *" load "*) estimate="about 90 s the first time" ;;
+  *) estimate="about 1 min the first time" ;;
 esac
 step_begin "Python packages" "$label from uv.lock ($estimate; uv's cache makes a rebuild quicker)"
 UV_PROJECT_ENVIRONMENT="$VENV" UV_PYTHON_DOWNLOADS=never "$VENV/bin/uv" sync "${sync[@]}"

@@ -7,7 +7,9 @@
 #
 # One stamp per installed set under the hash of the lock makes the second run instant: `make test`
 # then `make run` installs nothing (dev includes local), `make run` then `make test` adds dev.
-# A changed pyproject.toml without `make lock` stops here with uv's own sentence (--locked).
+# The stamps hang on uv.lock alone (ruff's settings in pyproject.toml are no reason to reinstall):
+# a dependency changed in pyproject.toml without `make lock` fails tests/test_dependencies.py (and
+# any sync below, with uv's own sentence: --locked).
 # `install.sh --bootstrap` only creates .venv with uv in it (what `make lock` needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,7 @@ if [ "${1:-}" = "--bootstrap" ]; then
   shift
 fi
 if ! $bootstrap_only; then
-  lock_id=$(cat pyproject.toml uv.lock requirements/bootstrap.txt | sha1sum | cut -c1-12)
+  lock_id=$(cat uv.lock requirements/bootstrap.txt | sha1sum | cut -c1-12)
   stamps="$VENV/.installed/$lock_id"
   missing=()
   for set in runtime "$@"; do

@@ -8,7 +8,20 @@ from typing import Any
 from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
-from api import admin, auth, customer, health, metrics, notifications, orders, packages, partner, payments, users
+from api import (
+    admin,
+    auth,
+    customer,
+    health,
+    metrics,
+    notifications,
+    orders,
+    packages,
+    partner,
+    payments,
+    places,
+    users,
+)
 from api.openapi import add_openapi_routes
 from api.routing import Route, RouteTable
 from core import __version__, keys
@@ -20,7 +33,7 @@ __all__ = ["all_routes", "contexts", "create_api"]
 # idempotent), `CONTEXTS`: cleanup contexts that install per-process state, and `WORKERS`:
 # `async def worker(app)` coroutines run as owned background tasks.
 _MODULES: list[Any] = [health, auth, users, customer, packages, orders, payments, partner, admin, notifications,
-                       metrics]
+                       metrics, places]
 
 
 def _tables() -> list[RouteTable]:

@@ -77,6 +77,9 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/packages/{id}"): PUBLIC,
     ("POST", "/orders"): CUSTOMER_ONLY,
     ("GET", "/orders/arrival-slots"): PUBLIC,
+    ("GET", "/places/search"): PUBLIC,  # picking a venue; limited per client address
+    ("GET", "/places/reverse"): PUBLIC,
+    ("GET", "/service-areas"): PUBLIC,
     ("GET", "/orders/myorders"): CUSTOMER_ONLY,
     # Someone else's order is indistinguishable from a missing one (404), for customers and partners.
     ("GET", "/orders/{id}"): "401 ok 404 403 ok 404 403 ok",
@@ -256,6 +259,10 @@ async def _prepare(w: World, caller: str, method: str, path: str) -> Call:
             return Call(method, path, _order_body(w), {"Idempotency-Key": uuid.uuid4().hex})
         case ("GET", "/orders/arrival-slots"):
             return Call(method, f"{path}?event_date={future_date()}")
+        case ("GET", "/places/search"):
+            return Call(method, f"{path}?q=koramangala")
+        case ("GET", "/places/reverse"):
+            return Call(method, f"{path}?lat={BENGALURU['lat']}&lng={BENGALURU['lng']}")
         case ("GET", "/orders/{id}"):
             return Call(method, f"/orders/{w.ids['assigned_order']}")
         case ("POST", "/orders/{id}/tracking-link"):

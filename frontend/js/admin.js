@@ -4,7 +4,7 @@
 import { get, put, post, del, itemsOf, download, idempotencyKey, ApiError } from './api.js';
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
-import { createMap, pinIcon } from './map.js';
+import { createMap, drawServiceAreas, pinIcon } from './map.js';
 import { CATEGORIES } from './packages.js';
 import { moneyWords, refundable, PAYMENT_STATUS_LABELS, KIND_LABELS } from './checkout.js';
 import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS } from './config.js';
@@ -37,6 +37,7 @@ async function signedIn(user) {
   renderAccount($('#account'), user, showSignIn);
   if (!state.map) {
     state.map = createMap($('#fleet-map'));
+    drawServiceAreas(state.map).catch(() => { /* the fleet map works without the shading */ });
     state.map.on('moveend', () => {
       clearTimeout(state.subscribeTimer);
       state.subscribeTimer = setTimeout(subscribeFleet, 300);

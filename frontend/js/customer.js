@@ -2,7 +2,7 @@
 import { get, post, createOrder, idempotencyKey, itemsOf, currentUser, ApiError } from './api.js';
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
-import { createMap, pinIcon } from './map.js';
+import { createMap, drawServiceAreas, pinIcon } from './map.js';
 import { OrderTracker, TRACKABLE } from './tracking.js';
 import { CATEGORIES, packageCard, packageImage, rating, durationText } from './packages.js';
 import { openCheckout, moneyWords, payLabel, canPay, paymentsConfig, finishStripeReturn, PAYMENT_STATUS_LABELS,
@@ -14,7 +14,7 @@ const PAGE_SIZE = 12;
 const CANCELLABLE = new Set(['pending_payment', 'placed', 'offered', 'assigned']);
 
 const state = { page: 1, selected: null, orderKey: null, orderBodyHash: '', venueMap: null, venueMarker: null,
-  conn: null, orders: new Map(), openOrderId: null, pendingOrder: false };
+  conn: null, orders: new Map(), openOrderId: null, pendingOrder: false, placeOptions: [], activeOption: -1 };
 
 const tracker = new OrderTracker({ section: $('#tracking'), map: $('#track-map'), eta: $('#eta'),
   freshness: $('#freshness') }, null);
@@ -199,14 +199,19 @@ function startOrder() {
   $('#event-date').focus();
 }
 
-const VENUE_HINT = 'Click the map where the party is, or type the coordinates.';
-
-/** Whether we deliver to the placed venue, said under the map; the plain instruction otherwise. */
+/** Whether we deliver to the placed venue, in plain words, before the order is sent (the answer
+ * comes from the arrival slots' check of the venue: one question, one source). */
 function venueSays(text, kind) {
-  const hint = $('#venue-hint');
-  hint.textContent = text ? `${text} ${VENUE_HINT}` : VENUE_HINT;
-  hint.classList.toggle('bad', kind === 'error');
-  hint.classList.toggle('good', kind === 'success');
+  const notice = $('#venue-notice');
+  notice.hidden = !text;
+  notice.textContent = text;
+  notice.classList.toggle('bad', kind === 'error');
+  notice.classList.toggle('good', kind === 'success');
+  // After a pick from the list or "use my location", the answer is what the customer waits for.
+  if (kind && state.revealNotice) {
+    state.revealNotice = false;
+    notice.scrollIntoView?.({ block: 'nearest' });
+  }
 }
 
 /** The arrival slots for the chosen date, in the venue's time zone (the server's list: it knows
@@ -242,11 +247,17 @@ async function fillSlots() {
     const outside = detail?.type === 'outside_service_area';
     hint.textContent = outside ? 'Choose a venue we deliver to first.'
       : detail?.message ? `${detail.message[0].toUpperCase()}${detail.message.slice(1)}.` : err.message;
-    if (outside) venueSays('We do not deliver to this place yet: pick a venue inside our service area.', 'error');
+    if (outside) {
+      venueSays(NOT_SERVED, 'error');
+      showAreasAndPin();
+    }
+    // The area is checked before the date: a date error means the venue itself is served.
+    else if (placed && detail?.type === 'date_not_future') venueSays('We deliver here.', 'success');
+    else if (placed) venueSays('');
     return;
   }
   if (state.slotsAsked !== ask) return; // the date or venue changed meanwhile
-  if (params.lat) venueSays(`We deliver here (${answer.area}).`, 'success');
+  if (params.lat) venueSays(`We deliver here: ${answer.area}.`, 'success');
   if (!date) return;
   const chosen = select.value; // kept when still offered (placing the venue re-reads the slots)
   const offered = new Set(answer.slots.map((s) => s.label));
@@ -275,22 +286,29 @@ $('#event-date').addEventListener('change', loadSlots);
 function setUpVenueMap() {
   if (!state.venueMap) {
     state.venueMap = createMap($('#venue-map'));
-    state.venueMap.on('click', (e) => placeVenue(e.latlng.lat, e.latlng.lng));
-    for (const id of ['#lat', '#lng']) {
-      $(id).addEventListener('change', () => {
-        const lat = Number($('#lat').value);
-        const lng = Number($('#lng').value);
-        if (Number.isFinite(lat) && Number.isFinite(lng) && $('#lat').value && $('#lng').value) {
-          placeVenue(lat, lng, false);
-          loadSlots();
-        }
-      });
-    }
+    drawServiceAreas(state.venueMap).then((layer) => { state.venueAreas = layer; },
+      () => { /* the notice still says whether we deliver */ });
+    state.venueMap.on('click', (e) => {
+      placeVenue(e.latlng.lat, e.latlng.lng);
+      nameVenue(e.latlng.lat, e.latlng.lng);
+    });
+    for (const id of ['#lat', '#lng']) $(id).addEventListener('change', typedCoordinates);
   }
   setTimeout(() => state.venueMap.invalidateSize(), 0);
 }
 
-function placeVenue(lat, lng, fill = true) {
+/** Coordinates typed into the latitude and longitude fields move the pin and the map there. */
+function typedCoordinates() {
+  const lat = Number($('#lat').value);
+  const lng = Number($('#lng').value);
+  if (!$('#lat').value || !$('#lng').value || !(Math.abs(lat) <= 90) || !(Math.abs(lng) <= 180)) return;
+  placeVenue(lat, lng, { fill: false, zoom: 15 });
+  nameVenue(lat, lng);
+}
+
+/** Put the venue pin at (lat, lng): fill the coordinate fields, bring the map there (zoomed to at
+ * least `zoom` when given), and ask whether we deliver there. */
+function placeVenue(lat, lng, { fill = true, zoom = null } = {}) {
   if (fill) {
     $('#lat').value = lat.toFixed(6);
     $('#lng').value = lng.toFixed(6);
@@ -301,12 +319,249 @@ function placeVenue(lat, lng, fill = true) {
     state.venueMarker.on('dragend', () => {
       const p = state.venueMarker.getLatLng();
       placeVenue(p.lat, p.lng);
+      nameVenue(p.lat, p.lng);
     });
   } else {
     state.venueMarker.setLatLng([lat, lng]);
   }
-  if (fill) loadSlots();
+  if (!state.locating) locateSays('');  // "pin placed where you are" no longer describes the pin
+  if (zoom !== null) state.venueMap.setView([lat, lng], Math.max(zoom, state.venueMap.getZoom()));
+  else if (!state.venueMap.getBounds().contains([lat, lng])) state.venueMap.panTo([lat, lng]);
+  venueSays('Checking whether we deliver here…');
+  loadSlots();
 }
+
+/** Zoom out to the pin and the shaded areas, so "pick a place inside the shaded area" can be done. */
+function showAreasAndPin() {
+  if (!state.venueAreas || !state.venueMarker) return;
+  const bounds = state.venueAreas.getBounds().extend(state.venueMarker.getLatLng());
+  state.venueMap.fitBounds(bounds, { padding: [16, 16] });
+}
+
+function clearVenue() {
+  state.venueMarker?.remove();
+  state.venueMarker = null;
+  closeOptions();
+  venueSays('');
+  line1Says(LINE1_HINT);
+  $('#locate-status').textContent = '';
+  $('#locate-status').classList.remove('bad');
+}
+
+// ---- the venue's address: suggestions as the customer types, "use my location" -------------------
+
+const NOT_SERVED = 'Not yet in this area: we do not deliver to this spot yet. Pick a place inside the shaded area on the map.';
+const LINE1_HINT = 'Start typing a street, area or landmark, then pick it from the list.';
+// What to add after picking a suggestion: the gazetteer knows streets and places, not buildings.
+const AFTER_PICK = {
+  road: 'Now add the house or building number to the address.',
+  locality: 'Now add the house number and street to the address.',
+  nearby: 'Check the address and add the house or building number.',
+  landmark: 'If the party is not at this place itself, add the exact address and drag the pin.',
+};
+const PICK_ZOOM = { locality: 15, road: 16 };
+const HOUSE_NUMBER = /^\s*((?:no\.?\s*|#)?\d+[a-z]?(?:[/-]\d+[a-z]?)?)(?:\s*,\s*|\s+)(?!(?:st|nd|rd|th)\b)\S/i;
+const SUGGEST_AFTER_MS = 250;  // a pause in typing, not every keystroke
+const MIN_QUERY = 2;
+// "12.9716, 77.5946" pasted into the address box: decimals on both sides, so "12 5th Cross" is not one.
+const COORDINATES = /^\s*(-?\d{1,2}\.\d+)\s*[,;\s]\s*(-?\d{1,3}\.\d+)\s*$/;
+
+function line1Says(text) {
+  $('#line1-hint').textContent = text;
+}
+
+function onAddressInput() {
+  clearTimeout(state.placeTimer);
+  state.placeSeq = (state.placeSeq ?? 0) + 1;  // an answer still on its way is for older text
+  const text = $('#line1').value.trim();
+  const coords = text.match(COORDINATES);
+  if (coords && Math.abs(Number(coords[1])) <= 90 && Math.abs(Number(coords[2])) <= 180) {
+    const lat = Number(coords[1]);
+    const lng = Number(coords[2]);
+    showOptions([{ coordinates: true, lat, lng, name: 'Go to these coordinates', label: `${lat}, ${lng}` }]);
+    return;
+  }
+  if (text.length < MIN_QUERY) {
+    closeOptions();
+    line1Says(LINE1_HINT);
+    return;
+  }
+  const seq = state.placeSeq;
+  state.placeTimer = setTimeout(() => suggest(text, seq), SUGGEST_AFTER_MS);
+}
+
+async function suggest(text, seq) {
+  let answer;
+  try {
+    answer = await get('/api/places/search', { q: text, limit: 6 });
+  } catch (err) {
+    if (seq !== state.placeSeq) return;
+    closeOptions();
+    line1Says(err.status === 429 ? 'Too many searches just now: wait a moment, or tap the map where the party is.'
+      : 'Address search is not available right now: tap the map where the party is instead.');
+    return;
+  }
+  if (seq !== state.placeSeq || document.activeElement !== $('#line1')) return;
+  if (!answer.places.length) {
+    closeOptions();
+    // The venue is placed and the customer is adding the house number: nothing to complain about.
+    if ($('#lat').value && $('#lng').value) return;
+    line1Says(`No place matches "${text}". Check the spelling, try a landmark nearby, or tap the map.`);
+    return;
+  }
+  line1Says(LINE1_HINT);
+  showOptions(answer.places);
+}
+
+function showOptions(places) {
+  const list = $('#place-options');
+  state.placeOptions = places;
+  state.activeOption = -1;
+  const keepFocus = (e) => e.preventDefault();  // a tap on an option must not blur the address field
+  mount(list, places.map((place, i) => {
+    let rest = place.label.startsWith(`${place.name}, `) ? place.label.slice(place.name.length + 2) : place.label;
+    if (rest === place.name) rest = '';
+    const outside = place.area === null ? 'Not yet in our delivery area' : '';
+    // Read out as one phrase ("Koramangala 5th Block, Bengaluru 560095"), not run together.
+    const spoken = [place.name, rest, outside].filter(Boolean).join(', ');
+    return el('li', { role: 'option', id: `place-option-${i}`, class: 'place-option', 'aria-selected': 'false',
+      'aria-label': spoken, on: { pointerdown: keepFocus, mousedown: keepFocus, click: () => pickPlace(place) } },
+    el('span', { class: 'place-name', text: place.name }),
+    rest ? el('span', { class: 'place-sub', text: rest }) : null,
+    outside ? el('span', { class: 'place-out', text: outside }) : null);
+  }));
+  list.hidden = false;
+  $('#line1').setAttribute('aria-expanded', 'true');
+  $('#line1').removeAttribute('aria-activedescendant');
+  // On a phone the keyboard covers the lower half: bring the field to the top so the list shows.
+  const visible = window.visualViewport?.height ?? window.innerHeight;
+  if (list.getBoundingClientRect().bottom > visible) $('#line1').scrollIntoView?.({ block: 'start' });
+}
+
+function closeOptions() {
+  const list = $('#place-options');
+  list.hidden = true;
+  list.replaceChildren();
+  state.placeOptions = [];
+  state.activeOption = -1;
+  $('#line1').setAttribute('aria-expanded', 'false');
+  $('#line1').removeAttribute('aria-activedescendant');
+}
+
+function moveActive(step) {
+  const count = state.placeOptions.length;
+  state.activeOption = (state.activeOption + step + count + (state.activeOption < 0 && step < 0 ? 1 : 0)) % count;
+  $('#place-options').querySelectorAll('[role=option]').forEach((option, i) => {
+    option.setAttribute('aria-selected', String(i === state.activeOption));
+    if (i === state.activeOption) {
+      $('#line1').setAttribute('aria-activedescendant', option.id);
+      option.scrollIntoView?.({ block: 'nearest' });
+    }
+  });
+}
+
+function pickPlace(place) {
+  clearTimeout(state.placeTimer);
+  state.placeSeq = (state.placeSeq ?? 0) + 1;
+  closeOptions();
+  if (place.coordinates) {
+    placeVenue(place.lat, place.lng, { zoom: 16 });
+    $('#line1').value = '';
+    nameVenue(place.lat, place.lng, { overwrite: true });
+    return;
+  }
+  // "12 MG Road": the house number the customer typed is kept in front of the picked street.
+  const number = $('#line1').value.match(HOUSE_NUMBER)?.[1];
+  const keep = number && place.kind !== 'address' && !place.line1.includes(number);  // not "100 Feet Road"
+  $('#line1').value = keep ? `${number}, ${place.line1}` : place.line1;
+  if (place.city) $('#city').value = place.city;
+  if (place.postal_code) $('#postal-code').value = place.postal_code;
+  line1Says(AFTER_PICK[place.kind] ?? AFTER_PICK.nearby);
+  state.revealNotice = true;
+  placeVenue(place.lat, place.lng, { zoom: PICK_ZOOM[place.kind] ?? 17 });
+}
+
+$('#line1').addEventListener('input', onAddressInput);
+$('#line1').addEventListener('keydown', (e) => {
+  if ($('#place-options').hidden || !state.placeOptions?.length) return;
+  if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+    e.preventDefault();
+    moveActive(e.key === 'ArrowDown' ? 1 : -1);
+  } else if (e.key === 'Enter') {
+    e.preventDefault();  // picks a place; it does not send the order
+    pickPlace(state.placeOptions[Math.max(0, state.activeOption)]);
+  } else if (e.key === 'Escape') {
+    e.preventDefault();
+    closeOptions();
+  }
+});
+$('#line1').addEventListener('blur', () => setTimeout(() => {
+  if (document.activeElement !== $('#line1')) closeOptions();
+}, 150));
+
+/** Fill the address from what the position is called: every field when asked to (my location, typed
+ * coordinates in the address box), otherwise only the empty ones (a tap on the map). */
+async function nameVenue(lat, lng, { overwrite = false } = {}) {
+  state.nameSeq = (state.nameSeq ?? 0) + 1;
+  const seq = state.nameSeq;
+  let answer;
+  try {
+    answer = await get('/api/places/reverse', { lat: lat.toFixed(6), lng: lng.toFixed(6) });
+  } catch {
+    if (overwrite && seq === state.nameSeq) line1Says('We could not look up this spot\'s address: type it, please.');
+    return;
+  }
+  if (seq !== state.nameSeq) return;  // the pin moved again meanwhile
+  const place = answer.place;
+  if (!place) {
+    if (overwrite || !$('#line1').value.trim()) line1Says('We have no name for this spot: type the address, please.');
+    return;
+  }
+  let filled = false;
+  for (const [id, value] of [['#line1', place.line1], ['#city', place.city], ['#postal-code', place.postal_code]]) {
+    if (value && (overwrite || !$(id).value.trim())) {
+      $(id).value = value;
+      filled = true;
+    }
+  }
+  if (filled) line1Says(AFTER_PICK.nearby);
+}
+
+function locateSays(text, bad = false) {
+  $('#locate-status').textContent = text;
+  $('#locate-status').classList.toggle('bad', bad);
+  if (bad) $('#locate-status').scrollIntoView?.({ block: 'nearest' });
+}
+
+function useMyLocation() {
+  if (!navigator.geolocation) {
+    locateSays('This browser cannot share your location: type the address instead.', true);
+    return;
+  }
+  const button = $('#use-location');
+  button.disabled = true;
+  locateSays('Finding where you are…');
+  navigator.geolocation.getCurrentPosition((position) => {
+    button.disabled = false;
+    const { latitude, longitude, accuracy } = position.coords;
+    state.revealNotice = true;
+    state.locating = true;
+    placeVenue(latitude, longitude, { zoom: 17 });
+    state.locating = false;
+    locateSays(accuracy > 100
+      ? `Your phone places you within about ${Math.round(accuracy)} m: drag the pin to the exact spot.`
+      : 'Pin placed where you are. Drag it if the party is somewhere else.');
+    nameVenue(latitude, longitude, { overwrite: true });
+  }, (error) => {
+    button.disabled = false;
+    locateSays(error.code === error.PERMISSION_DENIED
+      ? 'Location is blocked for this site, so we cannot see where you are. Type the address instead, or allow location for this site in your browser settings and try again.'
+      : error.code === error.TIMEOUT ? 'Finding your location took too long. Try again, or type the address.'
+        : 'Your location is not available right now. Type the address instead.', true);
+  }, { enableHighAccuracy: true, timeout: 15_000, maximumAge: 60_000 });
+}
+
+$('#use-location').addEventListener('click', useMyLocation);
 
 $('#order-back').addEventListener('click', () => { $('#order-section').hidden = true; });
 
@@ -370,7 +625,9 @@ function checkOrder(body) {
   if (!body.address.line1) return ['#line1', 'Enter the venue address.'];
   if (!body.address.city) return ['#city', 'Enter the city.'];
   if (!body.address.postal_code) return ['#postal-code', 'Enter the postal code.'];
-  if (!$('#lat').value || !$('#lng').value) return ['#lat', 'Click the map to place the venue.'];
+  if (!$('#lat').value || !$('#lng').value) {
+    return ['#line1', 'Place the venue: pick the address from the list, use your location, or tap the map.'];
+  }
   return null;
 }
 
@@ -399,8 +656,7 @@ $('#order-form').addEventListener('submit', async (e) => {
       state.orderKey = null;
       say(status, `Order placed: ${order.package?.name ?? ''} on ${order.event_date}.`, 'success');
       $('#order-form').reset();
-      state.venueMarker?.remove();
-      state.venueMarker = null;
+      clearVenue();
       $('#order-section').hidden = true;
       backToBrowse();
       view.select('orders');

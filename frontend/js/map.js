@@ -3,6 +3,7 @@
 import { TILE_URL, TILE_ATTRIBUTION, TILE_MAX_ZOOM, DEFAULT_CENTER, DEFAULT_ZOOM, PING_INTERVAL_MS,
   WEAK_GPS_M, MIN_MOVE_M } from './config.js';
 import { el } from './ui.js';
+import { get } from './api.js';
 
 const L = window.L;
 
@@ -11,6 +12,29 @@ export function createMap(element, { center = DEFAULT_CENTER, zoom = DEFAULT_ZOO
   // A tile that fails to load (offline, blocked) just leaves the blank background.
   L.tileLayer(TILE_URL, { maxZoom: TILE_MAX_ZOOM, attribution: TILE_ATTRIBUTION, crossOrigin: true }).addTo(map);
   return map;
+}
+
+let areasAnswer = null;
+
+/** The service areas (GeoJSON, from GET /api/service-areas), asked once per page; a failure is asked again. */
+export function serviceAreas() {
+  areasAnswer ??= get('/api/service-areas').catch((err) => {
+    areasAnswer = null;
+    throw err;
+  });
+  return areasAnswer;
+}
+
+/** Shade where we deliver. The polygons take no clicks: a tap inside one still reaches the map. */
+export async function drawServiceAreas(map) {
+  const areas = await serviceAreas();
+  const layer = L.geoJSON(areas, {
+    interactive: false,
+    style: { className: 'service-area', color: '#6d28d9', weight: 2, dashArray: '6 4', fillColor: '#8b5cf6',
+      fillOpacity: 0.08 },
+  }).addTo(map);
+  layer.bringToBack();
+  return layer;
 }
 
 /** A round pin with initials, coloured by status (CSS classes pin-<status>, pin-stale). */

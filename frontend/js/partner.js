@@ -169,6 +169,7 @@ function showWelcome() {
 
 async function signedIn(user) {
   state.user = user;
+  recallShared(user);
   state.offline = false;
   clearTimeout(state.retryTimer);
   banner('offline', null);
@@ -244,6 +245,7 @@ function forgetPartner() {
 
 function showOffline(partner) {
   state.user = { ...partner, role: 'partner' };
+  recallShared(state.user);
   state.offline = true;
   $('#welcome').hidden = true;
   $('#register').hidden = true;
@@ -418,7 +420,8 @@ function goOnDuty() {
     return;
   }
   duty.on = true;
-  duty.sharedAt = 0;  // "waiting for your first position" until the server accepts one
+  // A position the server still counts stays counted; an older one means "waiting for your first".
+  if (serverNow() - duty.sharedAt > staleMs()) duty.sharedAt = 0;
   duty.refusal = null;
   unlock();  // this tap lets offers beep later
   rememberDuty(true);
@@ -515,11 +518,13 @@ function renderFreshness() {
     show('late', 'Late', 'warn', `${seen} Without a new one in ${staleIn} s you stop getting offers. `
       + `${fix || 'Keep this page open with location on.'}`);
   } else {
-    show('fresh', 'Fresh', 'ok', `${seen} You can get offers. ${fix}`.trim());
+    show('fresh', 'Fresh', 'ok', `${seen} ${fix || 'You can get offers.'}`);
   }
 }
 
-/** What, if anything, keeps this phone's positions from reaching the server in time. */
+const connected = () => !state.offline && Boolean(state.conn?.socket.connected);
+
+/** What, if anything, keeps this phone's positions (or offers) from getting through in time. */
 function whatToFix() {
   const skew = server.clockOffsetMs;
   if (duty.refusal === 'future_ts' || duty.refusal === 'too_old' || Math.abs(skew) > CLOCK_SKEW_WARN_MS) {
@@ -529,10 +534,8 @@ function whatToFix() {
     return `This phone's clock ${how} PartyPilot's, so your positions count as too old or are refused: `
       + 'turn on automatic date and time in the phone\'s settings.';
   }
-  if (state.offline || !state.conn?.socket.connected) {
-    return 'No connection: your positions are kept on this phone and sent when it returns. '
-      + 'Check mobile data or Wi-Fi.';
-  }
+  // (The connection chip already says that positions wait on the phone.)
+  if (!connected()) return 'No connection, so no offers reach you: check mobile data or Wi-Fi.';
   if (duty.refusal === 'inaccurate') return 'The GPS fix is too rough to use: move near a window or outdoors.';
   if (!duty.lastFix || Date.now() - duty.lastFix.ts > server.pingIntervalMs * 1.5) {
     return 'The phone has not given a new GPS position lately: check that location is on for this site.';
@@ -629,9 +632,27 @@ async function sendFix(point) {
 /** The server accepted a fix taken at `ts`: as it counts, the fix's own time, capped by its arrival. */
 function shared(ts) {
   const at = Math.min(Number(ts) || serverNow(), serverNow());
-  if (at > duty.sharedAt) duty.sharedAt = at;
+  if (at > duty.sharedAt) {
+    duty.sharedAt = at;
+    try {
+      localStorage.setItem(SHARED_KEY, JSON.stringify({ owner: state.user?.id, at }));
+    } catch { /* no storage: a reload starts from "waiting" */ }
+  }
   duty.refusal = null;
   renderFreshness();
+}
+
+// When the server last got a position from this partner outlives a reload: what it shows about
+// the partner does not start again with the page.
+const SHARED_KEY = 'pp-shared-at';
+
+function recallShared(user) {
+  try {
+    const last = JSON.parse(localStorage.getItem(SHARED_KEY) ?? 'null');
+    duty.sharedAt = last?.owner === user?.id && Number.isFinite(last.at) ? Math.max(duty.sharedAt, last.at) : 0;
+  } catch {
+    duty.sharedAt = 0;
+  }
 }
 
 /** Send queued fixes in ts order as location_batch, then queued status changes. */
@@ -709,11 +730,14 @@ function showOffer(offer) {
   if (expires <= serverNow()) return;
   const fields = Object.fromEntries(Object.entries(offer).filter(([, v]) => v !== null && v !== undefined));
   state.offers.set(id, { ...state.offers.get(id), ...fields, order_id: id, expires });
-  if (!state.alerted.has(id)) {
+  const isNew = !state.alerted.has(id);
+  renderOffers();
+  if (isNew) {
     state.alerted.add(id);
     alertOffer();
+    // It counts down: make sure it is on screen.
+    $(`#offers [data-id="${CSS.escape(id)}"]`)?.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
   }
-  renderOffers();
 }
 
 function revokeOffer(orderId, reason) {

@@ -24,7 +24,7 @@ const RETRY_CODES = new Set(['unavailable', 'timeout', 'rate_limited', 'token_ex
 const duty = { on: false, watchId: null, wakeLock: null, lastFix: null, lastSentAt: 0, fallback: 0, flushing: false,
   sharedAt: 0, sentTs: 0, freshTimer: 0 };
 const state = { user: null, conn: null, job: null, jobLoaded: false, offers: new Map(), countdown: 0, jobTimer: 0,
-  offline: false, reconnecting: false, retryTimer: 0, alerted: new Set() };
+  offline: false, reconnecting: false, retryTimer: 0, pendingTimer: 0, alerted: new Set() };
 // The server's settings (GET /config.json, remembered for offline starts): the ping interval the
 // phone throttles to, and its staleness rule (dispatch: a partner whose last fix is older than
 // staleAfterIntervals intervals is stale, greyed on the fleet map and offered nothing), plus how
@@ -211,6 +211,7 @@ function signedOut() {
   state.offline = false;
   clearTimeout(state.retryTimer);
   clearInterval(state.jobTimer);
+  clearInterval(state.pendingTimer);
   banner('offline', null);
   forgetPartner();
   showWelcome();
@@ -353,8 +354,22 @@ function showPending(err) {
     el('h2', { text: err.code === 'partner_suspended' ? 'Account suspended' : 'Waiting for approval' }),
     el('p', { text: err.message }),
     err.code === 'partner_suspended' ? el('p', { class: 'muted', text: 'Contact PartyPilot operations to restore your account.' })
-      : el('p', { class: 'muted', text: 'We will let you know when your account is approved.' }),
-    el('button', { type: 'button', class: 'secondary', text: 'Check again', on: { click: () => signedIn({ ...state.user, partner_status: undefined }) } }));
+      : el('p', { class: 'muted', text: 'This page checks by itself every minute and opens the app once you are '
+        + 'approved; you can also check now.' }),
+    el('button', { type: 'button', class: 'secondary', text: 'Check again', on: { click: checkStanding } }));
+  // Nothing is pushed to a partner who is not approved yet: ask now and then while the page is seen.
+  clearInterval(state.pendingTimer);
+  if (err.code !== 'partner_suspended') {
+    state.pendingTimer = setInterval(() => {
+      if (box.hidden) clearInterval(state.pendingTimer);
+      else if (document.visibilityState === 'visible') checkStanding();
+    }, 60_000);
+  }
+}
+
+function checkStanding() {
+  clearInterval(state.pendingTimer);
+  signedIn({ ...state.user, partner_status: undefined });
 }
 
 // ---- socket ----------------------------------------------------------------------------

@@ -214,7 +214,8 @@ def test_uploaded_media_are_shared_by_every_app_process(services: dict[str, dict
 def test_the_image_runs_the_app_as_a_non_root_user_with_a_health_check() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
-    assert "pip install -c constraints.txt ." in dockerfile
+    # Exactly the locked runtime set, every wheel checked against its hash; then the project alone.
+    assert "pip install --require-hashes --no-deps -r requirements/runtime.txt" in dockerfile
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n?.*/api/health", dockerfile, re.M)

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from api.paging import PageQuery
 from api.routing import Route
 from core import errors
 from core.http import UnsupportedMediaType
@@ -150,6 +151,10 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
                                          "schema": _parameter_schema(prop)}
                 if "description" in param["schema"]:
                     param["description"] = param["schema"].pop("description")
+                if issubclass(route.query, PageQuery) and name not in required:
+                    # List queries take `?status=&q=` (an HTML form's "any") as absent: say so, or a
+                    # client or fuzzer reads the empty value as a type error the server should refuse.
+                    param["allowEmptyValue"] = True
                 params.append(param)
         for header in route.headers:
             params.append({"name": header, "in": "header", "required": False, "schema": {"type": "string"}})

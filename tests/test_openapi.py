@@ -140,6 +140,7 @@ def test_query_and_path_parameters_are_typed_from_their_models() -> None:
     assert "cancelled" in params["status"]["schema"]["enum"] and not params["status"]["required"]
     assert params["from"]["schema"] == {"type": "string", "format": "date"}
     assert params["format"]["schema"] == {"type": "string", "enum": ["json", "csv"], "default": "json"}
+    assert params["status"]["allowEmptyValue"] is True  # a form's blank "any" is the filter left off
     slots = {p["name"]: p for p in doc["paths"]["/api/orders/arrival-slots"]["get"]["parameters"]}
     assert slots["event_date"]["required"] and slots["lat"]["schema"]["maximum"] == 90
     order = doc["paths"]["/api/orders/{id}"]["get"]["parameters"][0]

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -47,6 +47,17 @@ Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_
 Feature = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=80)]
+
+
+def _calendar_day(value: Any) -> Any:
+    # pydantic reads a number as a Unix time (`?to=0` would mean 1970-01-01): a day filter takes
+    # only the YYYY-MM-DD the document promises.
+    if not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)) and not isinstance(value, date):
+        raise ValueError("a date as YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_calendar_day)]
 
 
 def _check_images(images: list[str] | None) -> list[str] | None:
@@ -108,8 +119,8 @@ class AdminOrderQuery(PageQuery):
     status: OrderStatus | None = None
     partner_id: str | None = Field(None, max_length=64)
     customer_id: str | None = Field(None, max_length=64)
-    date_from: date | None = Field(None, alias="from", description="created on or after (YYYY-MM-DD, UTC)")
-    date_to: date | None = Field(None, alias="to", description="created on or before (YYYY-MM-DD, UTC)")
+    date_from: Day | None = Field(None, alias="from", description="created on or after (YYYY-MM-DD, UTC)")
+    date_to: Day | None = Field(None, alias="to", description="created on or before (YYYY-MM-DD, UTC)")
     format: Literal["json", "csv"] = "json"
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.admin import created_between, csv_cell
+from api.admin import Day, created_between, csv_cell
 from api.paging import PageQuery, page_body
 from api.paymentflow import (
     PROVIDERS,
@@ -290,8 +290,8 @@ class AdminPaymentQuery(PageQuery):
     status: PaymentStatus | None = None
     provider: Literal["stripe", "razorpay", "simulated"] | None = None
     order_id: str | None = Field(None, max_length=64)
-    date_from: date | None = None
-    date_to: date | None = None
+    date_from: Day | None = Field(None, description="created on or after (YYYY-MM-DD, UTC)")
+    date_to: Day | None = Field(None, description="created on or before (YYYY-MM-DD, UTC)")
     format: Literal["json", "csv"] = "json"
 
 

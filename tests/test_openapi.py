@@ -388,6 +388,18 @@ async def test_real_answers_match_their_documented_schemas(pay_client: TestClien
     assert len(api_.checked) >= 50
 
 
+async def test_a_date_parameter_takes_only_the_documented_form(client: TestClient[Any, Any],
+                                                              token_for: Callable[..., str]) -> None:
+    """`format: date` is YYYY-MM-DD: pydantic alone would read `0` as the Unix epoch's day."""
+    admin = bearer(token_for("admin-1", "admin"))
+    for url in ("/api/admin/orders?to=0", "/api/admin/orders?from=1700000000", "/api/admin/payments?date_to=0"):
+        resp = await client.get(url, headers=admin)
+        assert resp.status == 422, url
+        assert (await resp.json())["error"]["code"] == "validation_error"
+    for url in ("/api/admin/orders?from=2026-01-01&to=2026-12-31", "/api/admin/payments?date_from=2026-01-01"):
+        assert (await client.get(url, headers=admin)).status == 200, url
+
+
 async def test_a_query_parameter_given_twice_is_refused(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/api/packages?page=&page=2")
     assert resp.status == 422

@@ -232,16 +232,14 @@ class Offers:
         key = REPLY_CLAIM_KEY.format(order_id=order_id, partner_id=partner_id)
         return bool(await self.redis.set(key, "1", nx=True, px=REPLY_CLAIM_TTL_MS))
 
-    async def reply(self, order_id: str, partner_id: str, accept: bool, *, via: str,
-                    received_ms: int | None = None) -> dict[str, Any]:
+    async def reply(self, order_id: str, partner_id: str, accept: bool, *, via: str) -> dict[str, Any]:
         """A partner's answer (socket or REST), or a release on their behalf (off duty, suspended,
         disconnected); returns the acknowledgement.
 
-        An accept counts as of when it was received: one that arrived before the offer expired
-        wins even if the server (a queued MongoDB write) commits it after, and the offer's timer
-        waits for it a moment (ACCEPT_IN_FLIGHT_MS) rather than opening the next round under it.
+        An accept wins while the round is open (see OrderFlow.accept_offer), and the offer's
+        timer waits for one being committed (ACCEPT_IN_FLIGHT_MS) rather than opening the next
+        round under it.
         """
-        received = now_ms() if received_ms is None else received_ms
         raw = await self.redis.get(offer_key(partner_id))
         lease = raw if isinstance(raw, str) else None
         prefix = f"{order_id}:"
@@ -260,7 +258,7 @@ class Offers:
             # Only a holder of the offer holds its timer back (the fence above says they are one).
             await self.redis.set(ACCEPTING_KEY.format(order_id=order_id), partner_id, px=ACCEPT_IN_FLIGHT_MS)
             # The audit write runs beside the accept, not before it: the accept is what is urgent.
-            accepting = asyncio.ensure_future(self._accept(order_id, partner_id, fence, received))
+            accepting = asyncio.ensure_future(self._accept(order_id, partner_id, fence))
             await recorded
             return await accepting
         await recorded
@@ -293,8 +291,7 @@ class Offers:
         """The fence of an offer still open to the partner in MongoDB, when its Redis lease is gone
         (Redis lost its data): the truth decides, as it does for the REST reply."""
         order = await self.orders.find_one(
-            {"_id": order_id, "status": "offered", "offer_partner_ids": {"$in": [partner_id]},
-             "offer_expires_ms": {"$gt": now_ms()}}, {"offer_fence": 1})
+            {"_id": order_id, "status": "offered", "offer_partner_ids": {"$in": [partner_id]}}, {"offer_fence": 1})
         return None if order is None else int(order.get("offer_fence") or 0)
 
     async def claim_due(self, limit: int) -> list[str]:
@@ -332,9 +329,9 @@ class Offers:
             if expires > now_ms():
                 await self.redis.zadd(OFFER_TIMERS, {order_id: expires})
                 return
-            if now_ms() < expires + ACCEPT_IN_FLIGHT_MS and await self.redis.exists(
-                    ACCEPTING_KEY.format(order_id=order_id)):
-                # An accept received in time is still being committed: let it land first.
+            if await self.redis.exists(ACCEPTING_KEY.format(order_id=order_id)):
+                # A holder's accept is being committed (the key lives ACCEPT_IN_FLIGHT_MS from its
+                # arrival): it may still take the round, so let it land first.
                 await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms() + TIMER_RETRY_MS // 5})
                 return
             holders = list(order.get("offer_partner_ids") or [])
@@ -663,9 +660,9 @@ class Offers:
 
     # --- replies --------------------------------------------------------------------------------
 
-    async def _accept(self, order_id: str, partner_id: str, fence: int, received_ms: int) -> dict[str, Any]:
+    async def _accept(self, order_id: str, partner_id: str, fence: int) -> dict[str, Any]:
         try:
-            after = await self.flow.accept_offer(order_id, partner_id, fence=fence, received_ms=received_ms)
+            after = await self.flow.accept_offer(order_id, partner_id, fence=fence)
         except AppError as exc:
             await self.redis.delete(ACCEPTING_KEY.format(order_id=order_id))
             metrics.OFFERS.labels("refused").inc()
@@ -673,11 +670,11 @@ class Offers:
                                                                 "code": exc.code})
             if exc.code == "partner_busy":
                 return acks.error(acks.PARTNER_BUSY, "finish your current job before taking another")
-            # Most often the accept arrived just after the offer expired while its timer waits
-            # behind other work (or was lost with Redis data). Make the timer due now (never
-            # later) so the cascade moves on at once rather than at the next sweep. The timeout
-            # handler re-reads the order: an offer still open, or taken by someone else, is left
-            # as it is.
+            # The round had moved on (its timer ran, another holder won, the order was cancelled)
+            # or this partner had declined it. Make the timer due now (never later) in case it
+            # was lost with Redis data, so an expired round moves on at once rather than at the
+            # next sweep. The timeout handler re-reads the order: an offer still open, or taken
+            # by someone else, is left as it is.
             await self.redis.zadd(OFFER_TIMERS, {order_id: now_ms()}, lt=True)
             return acks.error(acks.OFFER_CLOSED, "this offer is no longer open")
         metrics.OFFERS.labels("accepted").inc()

@@ -446,7 +446,6 @@ class SocketServer:
         accept = data.get("accept") if isinstance(data, dict) else None
         if not isinstance(order_id, str) or not order_id or not isinstance(accept, bool):
             return acks.error(acks.INVALID_PAYLOAD, "send {order_id, accept: true|false}")
-        received = jsonutil.now_ms()  # the accept counts as of now, not after the reads below
         if accept:
             await self.engine.offers.mark_accepting(order_id, conn.user_id)
             # Taking a job is the one decision made on the partner's standing here: read it from
@@ -460,7 +459,7 @@ class SocketServer:
                                            name=f"dispatch:standing:{conn.user_id}")
                 code = standing_code(status)
                 return acks.error(code, STANDING_MESSAGES[code])
-        return await self.engine.offers.reply(order_id, conn.user_id, accept, via="socket", received_ms=received)
+        return await self.engine.offers.reply(order_id, conn.user_id, accept, via="socket")
 
     async def on_track(self, conn: Conn, sid: str, data: Any) -> dict[str, Any]:
         if conn.role not in ("customer", "admin", GUEST):

@@ -320,25 +320,38 @@ async def test_an_order_whose_window_is_closing_without_a_partner_alerts_the_adm
     assert not [m for m in admin.events["dispatch_alert"] if m["order_id"] == later]
 
 
-async def test_an_accept_that_arrives_after_expiry_moves_the_cascade_on_at_once(start_env: StartEnv) -> None:
-    # No sweep: before, a late accept whose offer timer had been lost left the order with the
-    # expired offer until the sweep found it (minutes under load).
+async def test_an_accept_that_arrives_after_expiry_wins_while_the_round_is_still_open(start_env: StartEnv) -> None:
+    """Found by the simulator: once offers reached phones later than their timeout (a busy server),
+    every accept was refused on the clock and timers fired late, so no order was assigned again.
+    The round's timer closes it: until it has moved on, nobody else has the offer, so the holder's
+    late accept takes the order."""
     env = await start_env(tuning=Tuning(sweep_s=3600, timer_poll_s=0.05), offer_timeout_s=1.0)
     first, a = await env.partner(*near(300))
-    second, b = await env.partner(*near(900))
+    _, b = await env.partner(*near(900))
     _, oid = await env.order(*CENTER)
     assert (await a.wait_for("offer"))["order_id"] == oid
-    await env.redis.zrem(OFFER_TIMERS, oid)  # the timer is lost (or stuck behind other work)
+    await env.redis.zrem(OFFER_TIMERS, oid)  # the timer is late (stuck behind other work, or lost)
     await asyncio.sleep(1.2)
 
     late = await a.call("offer_reply", {"order_id": oid, "accept": True})
+    assert late["ok"], late
+    doc = await order_doc(env, oid)
+    assert doc["status"] == "assigned" and doc["partner_id"] == first
+    assert not [m for m in b.events["offer"] if m["order_id"] == oid]
+
+
+async def test_an_accept_after_the_timer_moved_the_round_on_is_refused(start_env: StartEnv) -> None:
+    env = await start_env(tuning=Tuning(sweep_s=3600, timer_poll_s=0.05), offer_timeout_s=0.5)
+    _, a = await env.partner(*near(300))
+    second, b = await env.partner(*near(900))
+    _, oid = await env.order(*CENTER)
+    assert (await a.wait_for("offer"))["order_id"] == oid
+    assert (await b.wait_for("offer", lambda m: m["order_id"] == oid, timeout=5))["fence"] == 2
+    late = await a.call("offer_reply", {"order_id": oid, "accept": True})
     assert not late["ok"] and late["error"]["code"] == "offer_closed"
-    offer = await b.wait_for("offer", lambda m: m["order_id"] == oid, timeout=3)
-    assert offer["fence"] == 2
     assert (await b.call("offer_reply", {"order_id": oid, "accept": True}))["ok"]
     doc = await order_doc(env, oid)
     assert doc["status"] == "assigned" and doc["partner_id"] == second
-    assert first in [p for e in await env.audit(oid) if e["event"] == "timeout" for p in e["data"]["partner_ids"]]
 
 
 async def test_one_failing_offer_timeout_does_not_hold_back_the_others(start_env: StartEnv,

@@ -10,10 +10,11 @@ dozen packages held in memory, so a linear scan is cheaper than any index.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from geo.textmatch import fold, within_edits
 
 _WORD = re.compile(r"[^\W_]+")
 # Prefixes shorter than this match too much ("a" is in everything); such words match whole words only.
@@ -22,12 +23,6 @@ MIN_PREFIX = 3
 # and never in the first letter: "lights" must not find "nights".
 TYPO_FROM = 6
 TWO_TYPOS_FROM = 9
-
-
-def fold(text: str) -> str:
-    """Lower-case without accents: "Soirée" -> "soiree"."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def stem(word: str) -> str:
@@ -39,21 +34,6 @@ def stem(word: str) -> str:
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
         return word[:-1]
     return word
-
-
-def _within(a: str, b: str, limit: int) -> bool:
-    """Whether the edit distance between a and b is at most `limit` (banded Levenshtein)."""
-    if abs(len(a) - len(b)) > limit:
-        return False
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
-        if min(current) > limit:
-            return False
-        previous = current
-    return previous[-1] <= limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +54,7 @@ class PackageText:
             return True
         if len(word) >= TYPO_FROM:
             limit = 2 if len(word) >= TWO_TYPOS_FROM else 1
-            return any(_within(root, s, limit) for s in self.stems
+            return any(within_edits(root, s, limit) for s in self.stems
                        if s[:1] == root[:1] and abs(len(s) - len(root)) <= limit)
         return False
 

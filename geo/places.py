@@ -18,12 +18,13 @@ from __future__ import annotations
 import csv
 import math
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from geo.distance import haversine_m
+from geo.textmatch import fold as fold_accents
+from geo.textmatch import within_edits
 
 __all__ = ["DEFAULT_GAZETTEER_FILE", "Gazetteer", "Place"]
 
@@ -53,8 +54,7 @@ NEAR_LOCALITY_M = 4000.0
 
 def fold(text: str) -> str:
     """Lower-case without accents or apostrophes: "St. John's" -> "st johns"."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("'", "").replace("\u2019", ""))
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    return fold_accents(text.replace("'", "").replace("\u2019", ""))
 
 
 def words_of(text: str) -> list[str]:
@@ -66,21 +66,6 @@ def words_of(text: str) -> list[str]:
             word = ordinal.group(1)
         out.append(_SYNONYMS.get(word, word))
     return out
-
-
-def _within(a: str, b: str, limit: int) -> bool:
-    """Whether the edit distance between a and b is at most `limit` (Levenshtein, early exit)."""
-    if abs(len(a) - len(b)) > limit:
-        return False
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
-        if min(current) > limit:
-            return False
-        previous = current
-    return previous[-1] <= limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +104,7 @@ def _word_score(typed: str, words: Iterable[str], last: bool) -> float:
         if len(typed) >= TYPO_FROM and typed[0] == word[0]:
             limit = 2 if len(typed) >= TWO_TYPOS_FROM else 1
             # The whole word, or (for the word being typed) its beginning, with a typo or two.
-            if _within(typed, word, limit) or (last and _within(typed, word[:len(typed)], limit)):
+            if within_edits(typed, word, limit) or (last and within_edits(typed, word[:len(typed)], limit)):
                 best = max(best, 0.7)
     return best
 

@@ -430,7 +430,8 @@ async def list_customer_orders(db: AsyncDatabase[dict[str, Any]], customer_id: s
 
 class SlotsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    event_date: date = Field(description="the event date, YYYY-MM-DD")
+    event_date: date | None = Field(None, description="the event date, YYYY-MM-DD; without it, today in the area's "
+                                    "time zone (what the form asks before a date is chosen)")
     lat: float | None = Field(None, ge=-90, le=90, description="the venue; without it, the first service area")
     lng: float | None = Field(None, ge=-180, le=180)
 
@@ -475,14 +476,15 @@ async def arrival_slots(request: web.Request, *, query: SlotsQuery) -> web.Respo
         area = areas.areas[0]
     now = datetime.now(UTC)
     today = local_today(area.timezone, now)
-    if query.event_date < today:
+    event_date = today if query.event_date is None else query.event_date
+    if event_date < today:
         raise _field_error("event_date", "the event date has passed", "date_not_future")
-    slots = slots_for(query.event_date, area.timezone, now=now, settings=settings)
-    default = settings.default_arrival_window if query.event_date > today else None
+    slots = slots_for(event_date, area.timezone, now=now, settings=settings)
+    default = settings.default_arrival_window if event_date > today else None
     labels = {s.label for s in slots}
     return json_response({
-        "event_date": query.event_date.isoformat(), "timezone": area.timezone, "area": area.name,
-        "asap": query.event_date == today, "asap_window_min": settings.asap_window_min,
+        "event_date": event_date.isoformat(), "timezone": area.timezone, "area": area.name,
+        "asap": event_date == today, "asap_window_min": settings.asap_window_min,
         "default": default if default in labels else None,
         "slots": [{"label": s.label, "arrive_after": s.after.isoformat(), "arrive_before": s.before.isoformat()}
                   for s in slots],

@@ -142,7 +142,8 @@ def test_query_and_path_parameters_are_typed_from_their_models() -> None:
     assert params["format"]["schema"] == {"type": "string", "enum": ["json", "csv"], "default": "json"}
     assert params["status"]["allowEmptyValue"] is True  # a form's blank "any" is the filter left off
     slots = {p["name"]: p for p in doc["paths"]["/api/orders/arrival-slots"]["get"]["parameters"]}
-    assert slots["event_date"]["required"] and slots["lat"]["schema"]["maximum"] == 90
+    assert not slots["event_date"]["required"] and slots["lat"]["schema"]["maximum"] == 90
+    assert slots["event_date"]["schema"]["format"] == "date"
     order = doc["paths"]["/api/orders/{id}"]["get"]["parameters"][0]
     assert order["in"] == "path" and order["required"] and order["schema"]["type"] == "string"
     listed = doc["paths"]["/api/packages"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]

@@ -142,6 +142,17 @@ async def test_todays_slots_leave_out_the_ones_that_can_no_longer_be_met(client:
     assert len(body["slots"]) == all_today
 
 
+async def test_without_a_date_the_slots_are_for_today_where_the_venue_is(client: TestClient[Any, Any]) -> None:
+    # The form asks before a date is chosen, to say whether we deliver there; the phone's own
+    # date can be another day in the venue's zone (a UTC phone after 18:30 is a day behind India).
+    resp = await client.get("/api/orders/arrival-slots",
+                            params={"lat": str(BENGALURU["lat"]), "lng": str(BENGALURU["lng"])})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["event_date"] == datetime.now(IST).date().isoformat()
+    assert body["asap"] is True and body["area"] == "Bengaluru Central"
+
+
 async def test_slots_for_a_venue_we_do_not_serve_or_a_past_date_are_a_422(client: TestClient[Any, Any]) -> None:
     day = datetime.now(IST).date()
     outside = await client.get("/api/orders/arrival-slots",

@@ -234,7 +234,9 @@ async function fillSlots() {
     hint.textContent = '';
     if (!placed) return; // nothing to ask yet; with a venue, still say whether we deliver there
   }
-  const params = { event_date: date || today() };
+  // Without a date, the server answers for today where the venue is (the phone's today can be
+  // another day there).
+  const params = date ? { event_date: date } : {};
   if (placed) Object.assign(params, { lat: $('#lat').value, lng: $('#lng').value });
   let answer;
   try {

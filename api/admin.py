@@ -18,8 +18,9 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from api.auditstory import AuditStory, partner_ids_in, tell
 from api.catalog import PackagePage, PackageView, catalog_of, package_view
-from api.orders import OrderRecord, OrderRecordPage, OrderStatus, admin_view
+from api.orders import OrderRecord, OrderRecordPage, OrderStatus, admin_view, service_areas
 from api.packages import Category
 from api.paging import PageQuery, page_body, public
 from api.routing import RouteTable
@@ -30,6 +31,7 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.http import json_response
 from core.jsonutil import iso, now_ms, parse_iso
 from core.orderflow import ASSIGNABLE, OrderFlow
+from core.settings import Settings
 from core.tokens import Claims
 
 logger = logging.getLogger(__name__)
@@ -185,11 +187,14 @@ class AuditEntry(BaseModel):
 class AuditTrail(BaseModel):
     model_config = closed({"items": [
         {"id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d",
-         "at": "2026-12-03T10:01:12.000Z", "event": "offered",
+         "at": "2026-12-03T10:01:12.000Z", "event": "offer",
          "data": {"partner_ids": ["5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"], "radius_m": 5000, "node": "app-1:4242"}}],
-        "total": 1})
+        "total": 1, "story": {"timezone": "Asia/Kolkata", "steps": [
+            {"at": "2026-12-03T10:01:12.000Z", "time": "15:31:12", "kind": "search",
+             "text": "Offered to Ravi Kumar at 15:31:12; accepted after 11 s.", "search": None}]}})
     items: list[AuditEntry] = Field(description="oldest first, at most 1000")
     total: int
+    story: AuditStory = Field(description="the same entries told in plain words (docs/console.md)")
 
 
 class AdminStats(BaseModel):
@@ -527,15 +532,46 @@ async def unassigned_orders(request: web.Request, *, query: PageQuery) -> web.Re
     return json_response(page_body([unassigned_view(d, now) for d in docs], total, query))
 
 
+async def partner_names(db: AsyncDatabase[dict[str, Any]], ids: Iterable[str]) -> dict[str, str]:
+    """Display names of partners, from the partners collection (contact, else company)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    docs = await db.partners.find({"_id": {"$in": wanted}}, {"contact_name": 1, "company_name": 1}).to_list(None)
+    return {str(d["_id"]): str(d.get("contact_name") or d.get("company_name") or "") for d in docs
+            if d.get("contact_name") or d.get("company_name")}
+
+
+def order_timezone(order: Mapping[str, Any], settings: Settings) -> str | None:
+    """The time zone an order's times are told in: its own (orders with arrival windows store it),
+    else the service area its venue lies in."""
+    if order.get("timezone"):
+        return str(order["timezone"])
+    address = order.get("address") or {}
+    try:
+        area = service_areas(settings.service_areas_file).locate(float(address["lat"]), float(address["lng"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return area.timezone if area is not None else None
+
+
 @routes.get("/admin/orders/{id}/audit", summary="The dispatch audit trail of one order, oldest first",
             roles=ADMIN, response=AuditTrail, responses={404: "no such order"})
 async def order_audit(request: web.Request) -> web.Response:
     db = request.config_dict[keys.DB]
     order_id = request.match_info["id"]
-    if await db.orders.count_documents({"_id": order_id}, limit=1) == 0:
+    order = await db.orders.find_one({"_id": order_id}, {"timezone": 1, "address": 1})
+    if order is None:
         raise NotFound("no such order")
     docs = await db[DISPATCH_AUDIT].find({"order_id": order_id}).sort("at", 1).limit(1000).to_list(None)
-    return json_response({"items": [public(d) for d in docs], "total": len(docs)})
+    names = await partner_names(db, partner_ids_in(docs))
+    admin_ids = sorted({str(d["data"]["by"]) for d in docs if d.get("event") == "manual_assign"
+                        and isinstance(d.get("data"), dict) and d["data"].get("by")})
+    admins = {str(u["_id"]): str(u.get("name") or u.get("email") or "an admin")
+              for u in await db.users.find({"_id": {"$in": admin_ids}}, {"name": 1, "email": 1}).to_list(None)
+              } if admin_ids else {}
+    story = tell(docs, names, admins, order_timezone(order, request.config_dict[keys.SETTINGS]))
+    return json_response({"items": [public(d) for d in docs], "total": len(docs), "story": story})
 
 
 @routes.put("/admin/orders/{id}/assign", summary="Assign (or reassign) an order to an approved partner",

@@ -349,7 +349,7 @@ async def test_admin_sees_a_partner_pin_from_the_fleet_stream(
         await page.locator("#waiting").wait_for(state="hidden")
         assigned = await site.db.orders.find_one({"_id": order["id"]})
         assert assigned["status"] == "assigned" and assigned["partner_id"] == partner_id
-        await page.locator("#audit li", has_text="manual_assign").wait_for()
+        await page.locator("#audit-story li", has_text="Assigned by hand to Meera Shah").wait_for()
         b.assert_no_errors()
 
 

@@ -315,6 +315,8 @@ function onAlert(alert) {
 }
 
 async function openOrder(id) {
+  // Re-opened by a live update: leave the operator's scroll position alone.
+  const shown = state.openOrder === id && !$('#order-panel').hidden;
   state.openOrder = id;
   const panel = $('#order-panel');
   panel.hidden = false;
@@ -351,10 +353,50 @@ async function openOrder(id) {
     el('h3', { text: 'Timeline' }),
     el('ol', { class: 'timeline' }, history.map((h) => el('li', {}, el('strong', { text: statusLabel(h.status) }),
       ` · ${dateTime(h.at)} · ${h.by_role ?? ''}`, h.reason ? el('span', { class: 'muted', text: ` (${h.reason})` }) : null))),
-    el('h3', { text: 'Dispatch audit' }),
-    itemsOf(audit).length ? el('ol', { class: 'timeline', id: 'audit' }, itemsOf(audit).map((a) =>
-      el('li', {}, el('strong', { text: a.event }), ` · ${dateTime(a.at)}`,
-        el('div', { class: 'muted', text: auditText(a.data) })))) : empty('No dispatch decisions recorded yet.'));
+    el('h3', { text: 'How dispatch handled it' }),
+    auditStory(audit));
+  if (!shown) panel.scrollIntoView({ block: 'start' });
+}
+
+const SKIP_LABELS = { excluded: 'already passed on it', offline: 'off duty', unknown: 'no position since a restart',
+  stale: 'stale GPS', busy: 'busy', unreachable: 'app closed', offered: 'holding other offers', not_approved: 'not approved' };
+
+/** The dispatch audit as the server tells it (story), each search with its ranked candidates, and
+ * the raw entries behind a disclosure. */
+function auditStory(audit) {
+  const story = audit?.story ?? { steps: [] };
+  const raw = itemsOf(audit);
+  if (!story.steps.length && !raw.length) return empty('No dispatch decisions recorded yet.');
+  const lastSearch = story.steps.findLastIndex((s) => s.search?.candidates?.length);
+  return el('div', { class: 'audit-story' },
+    el('p', { class: 'muted', text: `Times in ${story.timezone}.` }),
+    el('ol', { class: 'timeline', id: 'audit-story' }, story.steps.map((step, i) => el('li', { dataset: { kind: step.kind } },
+      el('time', { datetime: step.at, class: 'audit-time', text: step.time }), ' ',
+      el('span', { class: 'audit-text', text: step.text }),
+      step.search?.candidates?.length ? candidateTable(step.search, i === lastSearch) : null))),
+    el('details', { id: 'audit-raw' },
+      el('summary', { text: `Raw audit entries (${raw.length})` }),
+      el('ol', { class: 'timeline', id: 'audit' }, raw.map((a) =>
+        el('li', {}, el('strong', { text: a.event }), ` · ${dateTime(a.at)}`,
+          el('div', { class: 'muted', text: auditText(a.data) }))))));
+}
+
+function candidateTable(search, open) {
+  const skipped = Object.entries(search.skipped ?? {}).map(([k, n]) => `${n} ${SKIP_LABELS[k] ?? k}`).join(', ');
+  return el('details', { class: 'audit-candidates', open },
+    el('summary', { text: `Candidates within ${distanceText(search.radius_m)} (${search.candidates.length} free${skipped ? `; skipped ${skipped}` : ''})` }),
+    el('div', { class: 'table-wrap' }, el('table', { class: 'compact' },
+      el('thead', {}, el('tr', {}, ['Rank', 'Partner', 'Distance', 'ETA', 'Idle', ''].map((h) => el('th', { scope: 'col', text: h })))),
+      el('tbody', {}, search.candidates.map((c) => el('tr', { class: c.offered ? 'offered' : '' },
+        el('td', { text: `#${c.rank}` }), el('td', { text: c.name }), el('td', { text: distanceText(c.distance_m) }),
+        el('td', { text: `~${Math.max(1, Math.round(c.eta_s / 60))} min` }),
+        el('td', { text: c.idle_s == null ? '—' : minutesText(c.idle_s) }),
+        el('td', { text: c.offered ? 'offered' : '' })))))),
+    search.excluded?.length ? el('p', { class: 'muted', text: `Left out: ${search.excluded.map((e) => `${e.name} (${e.why})`).join(', ')}` }) : null);
+}
+
+function distanceText(m) {
+  return m >= 1000 ? `${(m / 1000).toFixed(1).replace(/\.0$/, '')} km` : `${Math.round(m / 10) * 10} m`;
 }
 
 /** The arrival window in the venue's time zone (what the customer chose), and in the viewer's if it differs. */

@@ -1,0 +1,137 @@
+"""The operations console's API: the dispatch audit told in plain words, the ranked partners an
+admin assigns from, and the needs-attention queue."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from core.contracts import DISPATCH_AUDIT
+from core.jsonutil import iso
+from tests.helpers import bearer, db_of, make_order, make_partner, make_user
+
+# 18:42:55 in Bengaluru (IST, UTC+5:30).
+T0 = datetime(2026, 12, 3, 13, 12, 55, tzinfo=UTC)
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+async def _admin(client: TestClient[Any, Any], token_for: Callable[..., str], **fields: Any) -> tuple[str, dict[str, str]]:
+    admin_id = await make_user(db_of(client.app), "admin", **fields)
+    return admin_id, bearer(token_for(admin_id, "admin"))
+
+
+async def _record(client: TestClient[Any, Any], order_id: str, entries: list[tuple[float, str, dict[str, Any]]]) -> None:
+    """Write audit entries as dispatch writes them (dispatch.audit.AuditTrail.record)."""
+    await db_of(client.app)[DISPATCH_AUDIT].insert_many([
+        {"_id": uuid.uuid4().hex, "order_id": order_id, "at": iso(T0 + timedelta(seconds=offset)), "event": event,
+         "data": {**data, "node": "vm:9511"}} for offset, event, data in entries])
+
+
+async def _story(client: TestClient[Any, Any], order_id: str, admin: dict[str, str]) -> dict[str, Any]:
+    resp = await client.get(f"/api/admin/orders/{order_id}/audit", headers=admin)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["total"] == len(body["items"])  # the raw entries are still there
+    story: dict[str, Any] = body["story"]
+    return story
+
+
+async def test_an_accepted_offer_reads_as_one_sentence_with_names_and_local_time(
+        client: TestClient[Any, Any], token_for: Callable[..., str]) -> None:
+    db = db_of(client.app)
+    _, admin = await _admin(client, token_for)
+    ravi = await make_partner(db, contact_name="Ravi Kumar")
+    meena = await make_partner(db, contact_name="Meena Iyer")
+    order_id = await make_order(db, await make_user(db), status="assigned", partner_id=ravi,
+                                timezone="Asia/Kolkata")
+    await _record(client, order_id, [
+        (0, "candidates", {"radius_m": 5000, "found": 2, "excluded": [],
+                           "skipped": {"excluded": 0, "offline": 0, "unknown": 0, "stale": 0, "busy": 1,
+                                       "unreachable": 0, "offered": 2, "not_approved": 0},
+                           "candidates": [
+                               {"partner_id": ravi, "distance_m": 432, "eta_s": 95,
+                                "idle_since": _ms(T0 - timedelta(minutes=14)), "rank": 1},
+                               {"partner_id": meena, "distance_m": 2300, "eta_s": 400, "idle_since": 0, "rank": 2}]}),
+        (0, "offer", {"partner_ids": [ravi], "fence": 1, "expires_ms": _ms(T0) + 30_000, "radius_m": 5000,
+                      "offers": [{"partner_id": ravi, "distance_m": 432, "eta_s": 95,
+                                  "idle_since": _ms(T0 - timedelta(minutes=14)), "rank": 1}]}),
+        (11, "reply", {"partner_id": ravi, "accept": True, "via": "socket", "fence": 1}),
+        (11.2, "assigned", {"partner_id": ravi, "fence": 1}),
+    ])
+    story = await _story(client, order_id, admin)
+    assert story["timezone"] == "Asia/Kolkata"
+    [step] = story["steps"]
+    assert step["text"] == ("Searched 5 km: 5 partners; skipped 1 busy, 2 holding other offers. "
+                            "Offered to Ravi Kumar (430 m, ~2 min, idle 14 min) at 18:42:55; accepted after 11 s.")
+    assert step["time"] == "18:42:55"
+    table = step["search"]["candidates"]
+    assert [(c["rank"], c["name"], c["distance_m"], c["eta_s"], c["idle_s"], c["offered"]) for c in table] == [
+        (1, "Ravi Kumar", 432, 95, 840, True), (2, "Meena Iyer", 2300, 400, None, False)]
+    assert "vm:9511" not in str(story)  # the machinery stays in the raw entries
+
+
+async def test_declines_timeouts_widening_alert_and_a_manual_assignment_are_told_in_order(
+        client: TestClient[Any, Any], token_for: Callable[..., str]) -> None:
+    db = db_of(client.app)
+    admin_id, admin = await _admin(client, token_for, name="Asha Ops")
+    ravi = await make_partner(db, contact_name="Ravi Kumar")
+    meena = await make_partner(db, contact_name="Meena Iyer")
+    # No stored time zone: the venue's service area (Bengaluru) gives it.
+    order_id = await make_order(db, await make_user(db), status="assigned", partner_id=meena)
+    skip = {"excluded": 0, "offline": 0, "unknown": 0, "stale": 0, "busy": 0, "unreachable": 0, "offered": 0,
+            "not_approved": 0}
+    await _record(client, order_id, [
+        (0, "candidates", {"radius_m": 5000, "found": 1, "skipped": skip, "excluded": [],
+                           "candidates": [{"partner_id": ravi, "distance_m": 1500, "eta_s": 300, "idle_since": 0,
+                                           "rank": 1}]}),
+        (0, "offer", {"partner_ids": [ravi], "fence": 1, "radius_m": 5000,
+                      "offers": [{"partner_id": ravi, "distance_m": 1500, "eta_s": 300, "idle_since": 0, "rank": 1}]}),
+        (8, "reply", {"partner_id": ravi, "accept": False, "via": "socket", "fence": 1}),
+        (8, "candidates", {"radius_m": 5000, "found": 0, "skipped": {**skip, "excluded": 1, "stale": 1},
+                           "excluded": [ravi], "candidates": []}),
+        (8, "widen", {"from_m": 5000, "to_m": 10000}),
+        (8, "candidates", {"radius_m": 10000, "found": 1, "skipped": {**skip, "excluded": 1}, "excluded": [ravi],
+                           "candidates": [{"partner_id": meena, "distance_m": 8000, "eta_s": 1200, "idle_since": 0,
+                                           "rank": 1}]}),
+        (8, "offer", {"partner_ids": [meena], "fence": 2, "radius_m": 10000,
+                      "offers": [{"partner_id": meena, "distance_m": 8000, "eta_s": 1200, "idle_since": 0,
+                                  "rank": 1}]}),
+        (38, "timeout", {"partner_ids": [meena], "fence": 2}),
+        (38, "alert", {"reason": "no partner accepted", "radius_m": 20000, "candidates_tried": 2, "attempts": 1,
+                       "retry_ms": _ms(T0 + timedelta(minutes=5))}),
+        (100, "manual_assign", {"partner_id": meena, "previous_partner_id": None, "by": admin_id,
+                                "reason": "called her"}),
+    ])
+    story = await _story(client, order_id, admin)
+    assert story["timezone"] == "Asia/Kolkata"
+    texts = [s["text"] for s in story["steps"]]
+    assert texts == [
+        "Searched 5 km: 1 partner. Offered to Ravi Kumar (1.5 km, ~5 min) at 18:42:55; declined after 8 s.",
+        "Searched 5 km: 2 partners; skipped 1 already passed on it, 1 with stale GPS (Ravi Kumar declined). "
+        "Nobody free.",
+        "Nobody free within 5 km: widened the search to 10 km.",
+        "Searched 10 km: 2 partners; skipped 1 already passed on it (Ravi Kumar declined). "
+        "Offered to Meena Iyer (8.0 km, ~20 min) at 18:43:03; no answer within 30 s.",
+        "Nobody took it within 20 km (2 partners passed on it). Dispatch tries again at 18:47:55. Admins alerted.",
+        "Assigned by hand to Meena Iyer by Asha Ops: “called her”.",
+    ]
+    assert [s["kind"] for s in story["steps"]] == ["search", "search", "widen", "search", "alert", "manual"]
+    assert story["steps"][1]["search"]["excluded"] == [{"partner_id": ravi, "name": "Ravi Kumar", "why": "declined"}]
+
+
+async def test_an_order_with_no_audit_has_an_empty_story(
+        client: TestClient[Any, Any], token_for: Callable[..., str]) -> None:
+    db = db_of(client.app)
+    _, admin = await _admin(client, token_for)
+    order_id = await make_order(db, await make_user(db), status="cancelled")
+    story = await _story(client, order_id, admin)
+    assert story["steps"] == []
+    resp = await client.get("/api/admin/orders/nope/audit", headers=admin)
+    assert resp.status == 404 and (await resp.json())["error"]["code"]

@@ -1,0 +1,98 @@
+"""The operations console driven in headless Chromium: the dispatch audit read in plain words,
+assisted assignment from the ranked list, and the needs-attention queue."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from core.contracts import DISPATCH_AUDIT
+from core.jsonutil import iso
+from core.settings import Settings
+from core.tokens import Role
+from tests.browser_helpers import Chromium, browse, chromium
+from tests.test_pages import Site, add_partner, sign_in, start_site
+
+pytestmark = [pytest.mark.browser]
+__all__ = ["chromium"]  # the module-scoped browser fixture
+
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+T0 = datetime(2026, 12, 3, 13, 12, 55, tzinfo=UTC)  # 18:42:55 in Bengaluru
+
+
+@pytest.fixture
+async def site(aiohttp_server: Any, make_settings: Callable[..., Settings], redis: Redis,
+               token_for: Callable[[str, Role], str]) -> Site:
+    return await start_site(aiohttp_server, make_settings, redis, token_for)
+
+
+async def add_order(site: Site, status: str = "placed", lat: float = 12.9716, lng: float = 77.5946,
+                    **fields: Any) -> str:
+    """An order as the order API stores it (in Bengaluru), without going through dispatch."""
+    order_id = uuid.uuid4().hex
+    now = iso()
+    customer_id = uuid.uuid4().hex
+    await site.db.users.insert_one({"_id": customer_id, "role": "customer", "email": f"{customer_id[:8]}@example.com",
+                                    "name": "Asha Rao", "phone": "+919845012345", "addresses": [],
+                                    "created_at": now, "deleted": 0})
+    await site.db.orders.insert_one({
+        "_id": order_id, "customer_id": customer_id, "package_id": uuid.uuid4().hex,
+        "package": {"name": "Jungle Safari Party", "price": 1_500_000, "currency": "INR", "category": "Kids",
+                    "duration_min": 180},
+        "event_date": "2026-12-20", "timezone": "Asia/Kolkata",
+        "address": {"line1": "5 Church St", "city": "Bengaluru", "postal_code": "560001", "lat": lat, "lng": lng},
+        "guests": 20, "notes": "", "payment_option": "cash", "price": 1_500_000, "currency": "INR",
+        "status": status, "version": 1,
+        "history": [{"status": "placed", "at": now, "by_role": "customer", "by": customer_id, "reason": None}],
+        "offer_partner_ids": [], "offer_fence": 0, "offer_expires_ms": 0, "declined_partner_ids": [],
+        "service_area": "Bengaluru Central", "created_at": now, "updated_at": now, **fields})
+    return order_id
+
+
+async def test_an_orders_dispatch_audit_reads_in_plain_words(site: Site, chromium: Chromium) -> None:
+    ravi = await add_partner(site, "Ravi Kumar", "ravi@example.com")
+    meena = await add_partner(site, "Meena Iyer", "meena@example.com")
+    order_id = await add_order(site, status="assigned", partner_id=ravi)
+    idle = int((T0 - timedelta(minutes=14)).timestamp() * 1000)
+    rows = [{"partner_id": ravi, "distance_m": 432, "eta_s": 95, "idle_since": idle, "rank": 1},
+            {"partner_id": meena, "distance_m": 2300, "eta_s": 400, "idle_since": 0, "rank": 2}]
+    entries = [
+        (0, "candidates", {"radius_m": 5000, "found": 2, "excluded": [], "skipped": {"busy": 1, "offered": 2},
+                           "candidates": rows}),
+        (0, "offer", {"partner_ids": [ravi], "fence": 1, "radius_m": 5000, "offers": rows[:1]}),
+        (11, "reply", {"partner_id": ravi, "accept": True, "via": "socket", "fence": 1}),
+        (11, "assigned", {"partner_id": ravi, "fence": 1})]
+    await site.db[DISPATCH_AUDIT].insert_many([
+        {"_id": uuid.uuid4().hex, "order_id": order_id, "at": iso(T0 + timedelta(seconds=offset)), "event": event,
+         "data": {**data, "node": "vm:9511"}} for offset, event, data in entries])
+    async with browse(chromium, **DESKTOP) as b:
+        page = b.page
+        await page.goto(site.url + "/admin")
+        await sign_in(b, site.settings.dev_admin_email)
+        await page.locator(f"#board-list [data-id='{order_id}']").get_by_role("button", name="Open").click()
+        story = page.locator("#audit-story li").first
+        await story.wait_for()
+        assert await story.locator(".audit-time").inner_text() == "18:42:55"
+        assert await story.locator(".audit-text").inner_text() == (
+            "Searched 5 km: 5 partners; skipped 1 busy, 2 holding other offers. Offered to Ravi Kumar "
+            "(430 m, ~2 min, idle 14 min) at 18:42:55; accepted after 11 s.")
+        table = story.locator("table tbody tr")
+        assert [await r.inner_text() for r in await table.all()] == [
+            "#1\tRavi Kumar\t430 m\t~2 min\t14 min\toffered", "#2\tMeena Iyer\t2.3 km\t~7 min\t—\t"]
+        assert await page.get_by_text("Times in Asia/Kolkata.").is_visible()
+        # The raw entries are there, folded away: no ids or node names in plain sight.
+        raw = page.locator("#audit-raw")
+        assert await raw.locator("#audit").is_hidden()
+        assert "vm:9511" not in await page.locator("#order-panel").inner_text()
+        await raw.locator("summary").click()
+        await page.locator("#audit li", has_text="vm:9511").first.wait_for()
+        # The panel is scrolled into view when it opens.
+        assert await page.locator("#order-panel h2").is_visible()
+        box = await page.locator("#order-panel").bounding_box()
+        assert box is not None and box["y"] < 800
+        b.assert_no_errors()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
@@ -357,3 +358,39 @@ async def test_the_background_worker_sends_a_code_while_bulk_mail_is_still_going
         assert len(bulk & set(delivered)) < len(bulk)  # the code did not wait for the bulk mail
     finally:
         sink.stop()
+
+
+class _Commands(monitoring.CommandListener):
+    """The commands a client sends to MongoDB, by name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_an_empty_lane_costs_the_store_one_claim_between_housekeeping_passes(
+        settings: Settings, messengers: Messengers) -> None:
+    # The lanes are polled several times a second in every app process; the embedded MongoDB
+    # server runs one command at a time, so idle polls once took half its time (docs/quality.md).
+    commands = _Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, event_listeners=[commands])
+    try:
+        watched = client[settings.mongodb_db]
+        await watched.command("ping")
+        commands.names.clear()
+        assert await notifications.deliver_lane(watched, messengers, "code", housekeeping=False) == 0
+        assert commands.names == ["findAndModify"]
+        commands.names.clear()
+        # With housekeeping: expired codes are dropped and dead senders' leases looked for too.
+        assert await notifications.deliver_lane(watched, messengers, "code") == 0
+        assert commands.names == ["update", "findAndModify", "findAndModify"]
+    finally:
+        await client.close()

@@ -273,9 +273,9 @@ async def outbox_worker(app: web.Application) -> None:
     db = app[keys.DB]
     try:
         async with asyncio.TaskGroup() as group:
-            for lane, name, interval_s in (("code", "outbox codes", CODE_POLL_INTERVAL_S),
-                                           ("bulk", "outbox", POLL_INTERVAL_S)):
-                group.create_task(_poll(name, _lane_pass(db, messengers, lane), interval_s=interval_s))
+            group.create_task(_poll("outbox codes", _lane_pass(db, messengers, "code"),
+                                    interval_s=CODE_POLL_INTERVAL_S))
+            group.create_task(_poll("outbox", _lane_pass(db, messengers, "bulk")))
     finally:
         await messengers.aclose()
 

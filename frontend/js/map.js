@@ -1,11 +1,15 @@
 // Leaflet helpers: a map that works offline (tiles are optional), pins built without innerHTML,
 // and a marker that moves honestly: one fix behind, animated, frozen when the feed goes stale.
-import { TILE_URL, TILE_ATTRIBUTION, TILE_MAX_ZOOM, DEFAULT_CENTER, DEFAULT_ZOOM, PING_INTERVAL_MS,
-  WEAK_GPS_M, MIN_MOVE_M } from './config.js';
+import { TILE_URL, TILE_ATTRIBUTION, TILE_MAX_ZOOM, DEFAULT_CENTER, DEFAULT_ZOOM, WEAK_GPS_M, MIN_MOVE_M }
+  from './config.js';
 import { el } from './ui.js';
 import { get } from './api.js';
 
 const L = window.L;
+// A marker glides to a new fix over this long: enough to read as movement, short enough that the
+// marker is where the partner was last seen well before the next fix (one ping interval) arrives.
+export const GLIDE_MS = 1000;
+const stillness = window.matchMedia?.('(prefers-reduced-motion: reduce)');
 
 export function createMap(element, { center = DEFAULT_CENTER, zoom = DEFAULT_ZOOM } = {}) {
   const map = L.map(element, { center, zoom, zoomControl: true });
@@ -64,8 +68,8 @@ export function bearingDeg(a, b) {
 
 /**
  * A marker fed with fixes {lat, lng, ts, accuracy?}. Out-of-order, poor-accuracy and
- * sub-MIN_MOVE_M fixes are dropped; an accepted fix is reached by animating from where the marker
- * is drawn over about one ping interval, so the marker runs one fix behind and never jumps.
+ * sub-MIN_MOVE_M fixes are dropped; an accepted fix is reached by gliding from where the marker
+ * is drawn over GLIDE_MS, so it never jumps (a viewer who asked for reduced motion gets the jump).
  */
 export class SmoothMarker {
   constructor(map, { label = '', status = 'en_route', title = '' } = {}) {
@@ -98,9 +102,8 @@ export class SmoothMarker {
       this.last = { ...this.last, ts };
       return true;
     }
-    const duration = Math.min(PING_INTERVAL_MS, Math.max(1000, ts - this.last.ts));
     this.rotate(bearingDeg(this.last, to));
-    this.animate(to, duration);
+    this.animate(to, GLIDE_MS);
     this.last = to;
     return true;
   }
@@ -122,6 +125,10 @@ export class SmoothMarker {
 
   animate(to, duration) {
     cancelAnimationFrame(this.frame);  // a new fix cancels the one in flight
+    if (stillness?.matches) {
+      this.marker.setLatLng([to.lat, to.lng]);
+      return;
+    }
     const from = this.marker.getLatLng();
     const start = performance.now();
     const step = (now) => {

@@ -44,3 +44,11 @@ export async function loadSettings() {
     return remembered ? { ...remembered, clockOffsetMs: 0, fromServer: false } : { ...fallback };
   }
 }
+
+let asked = null;
+
+/** loadSettings(), asked once per page: every map and tracker on it shares the answer. */
+export function serverSettings() {
+  asked ??= loadSettings();
+  return asked;
+}

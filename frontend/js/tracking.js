@@ -1,15 +1,28 @@
 // Live tracking of one order for its customer: the partner's marker (smoothed, frozen when
-// stale), the venue, an ETA window, and "last update N s ago". Shown from assignment until
-// completion; hidden again afterwards. The map keeps the partner and the venue in view: it fits
-// both whenever the order's state or partner changes, and again when the partner is about to
-// leave the view, until the viewer pans or zooms (a button brings the following back).
-import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS } from './config.js';
+// stale), the venue, a route line, an ETA window, and "last update N s ago". Shown from assignment
+// until completion; hidden again afterwards. The map keeps the partner, the venue and the route in
+// view: it fits them whenever the order's state or partner changes, and again when the partner is
+// about to leave the view, until the viewer pans or zooms (a button brings the following back).
+// The ETA and the update's age tick every second between fixes.
+//
+// The route line is the partner's recent trail (the fixes this page saw, solid) and the way still
+// to go: a straight dashed line from the last fix to the venue. Without a routing service (offline,
+// the default) that straight segment is an honest "this far, this way", not a road route.
 import { createMap, pinIcon, SmoothMarker } from './map.js';
+import { serverSettings } from './settings.js';
 import { ago, el, etaWindow, initials } from './ui.js';
 
 export const TRACKABLE = new Set(['assigned', 'en_route', 'arrived', 'setup_complete']);
 const FINISHED = new Set(['completed', 'cancelled', 'refunded']);
-const STALE_MS = PING_INTERVAL_MS * STALE_AFTER_INTERVALS;
+const AT_VENUE = new Set(['arrived', 'setup_complete']);
+// The trail keeps this many fixes: at one fix per ping interval, the last quarter hour or so.
+const TRAIL_FIXES = 30;
+
+/** "45 s ago", and in seconds up to two minutes: an age that visibly ticks while it matters. */
+function updatedAgo(at) {
+  const s = Math.max(0, Math.round((Date.now() - at) / 1000));
+  return s < 120 ? `${s} s ago` : ago(at);
+}
 const FIT_PADDING_PX = 56;  // clear of the zoom buttons and the pins' own size
 const FIT_MAX_ZOOM = 16;
 // Re-fit when the partner comes this close to the map's edge (a share of the visible span).
@@ -31,6 +44,17 @@ export class OrderTracker {
     this.following = true;  // false once the viewer moved the map themselves
     this.fitting = false;   // true while we move the map (so our own zooms are not the viewer's)
     this.recentre = null;
+    this.trail = [];        // the partner's accepted fixes, oldest first: [[lat, lng], ...]
+    this.trailLine = null;
+    this.aheadLine = null;
+    this.etaAt = 0;         // when etaS was estimated (the fix's time)
+    // When a fix is old: the server's ping interval times its stale count (config.json). Until the
+    // answer comes (the first fix needs the socket, which is slower), nothing is called stale.
+    this.staleMs = Infinity;
+    serverSettings().then((server) => {
+      this.staleMs = server.pingIntervalMs * server.staleAfterIntervals;
+      if (this.lastFixAt) this.tick();
+    });
   }
 
   ensureMap() {
@@ -50,6 +74,21 @@ export class OrderTracker {
       },
     });
     new Recentre({ position: 'bottomleft' }).addTo(this.map);
+    this.trailLine = window.L.polyline([], { className: 'route-trail', color: '#2563eb', weight: 4, opacity: 0.7,
+      interactive: false }).addTo(this.map);
+    this.aheadLine = window.L.polyline([], { className: 'route-ahead', color: '#2563eb', weight: 3, opacity: 0.9,
+      dashArray: '6 8', interactive: false }).addTo(this.map);
+  }
+
+  /** Redraw the route: the trail so far, then a straight dashed line from the last fix to the venue. */
+  drawRoute() {
+    if (!this.trailLine) return;
+    this.trailLine.setLatLngs(this.trail);
+    const fix = this.partner?.last;
+    const venue = this.venue?.getLatLng();
+    // Once the partner is at the venue there is no way left to go.
+    const ahead = fix && venue && !AT_VENUE.has(this.order?.status) ? [[fix.lat, fix.lng], venue] : [];
+    this.aheadLine.setLatLngs(ahead);
   }
 
   setFollowing(on) {
@@ -57,10 +96,10 @@ export class OrderTracker {
     if (this.recentre) this.recentre.hidden = on;
   }
 
-  /** Fit the view to the partner's latest fix and the venue (or whichever of them is known). */
+  /** Fit the view to the partner's latest fix, the venue and the trail (whichever are known). */
   fit() {
     if (!this.map || this.els.section.hidden) return;
-    const points = [];
+    const points = this.trail.map(([lat, lng]) => window.L.latLng(lat, lng));
     if (this.venue) points.push(this.venue.getLatLng());
     const fix = this.partner?.last;
     if (fix) points.push(window.L.latLng(fix.lat, fix.lng));
@@ -117,7 +156,9 @@ export class OrderTracker {
       this.partner = new SmoothMarker(this.map, { label: initials(name), status: 'en_route', title: name });
       this.lastFixAt = 0;
       this.etaS = undefined;
+      this.trail = [];
     }
+    this.drawRoute();
     // A new state or a new partner: show both pins again, even if the viewer had moved away.
     const key = `${order.id}|${order.status}|${who}`;
     if (key !== this.fitKey) {
@@ -125,7 +166,6 @@ export class OrderTracker {
       this.setFollowing(true);
       this.fit();
     }
-    this.renderEta();
     clearInterval(this.timer);
     this.timer = setInterval(() => this.tick(), 1000);
     this.tick();
@@ -147,22 +187,39 @@ export class OrderTracker {
     if (!this.order || msg.order_id !== this.order.id || !this.partner) return;
     const first = !this.partner.last;
     const accepted = this.partner.push({ lat: msg.lat, lng: msg.lng, ts: msg.ts, accuracy: msg.accuracy });
-    if (accepted) this.lastFixAt = Number(msg.ts) || Date.now();
+    if (accepted) {
+      this.lastFixAt = Number(msg.ts) || Date.now();
+      const last = this.partner.last;
+      const tail = this.trail.at(-1);
+      if (!tail || tail[0] !== last.lat || tail[1] !== last.lng) this.trail.push([last.lat, last.lng]);
+      if (this.trail.length > TRAIL_FIXES) this.trail.splice(0, this.trail.length - TRAIL_FIXES);
+      this.drawRoute();
+    }
     if (accepted && first && this.following) this.fit();
     else if (accepted) this.keepInView();
-    if (Number.isFinite(msg.eta_s)) this.etaS = msg.eta_s;
-    this.renderEta();
-    if (msg.stale) this.lastFixAt = Math.min(this.lastFixAt, Date.now() - STALE_MS - 1);
+    if (Number.isFinite(msg.eta_s)) {
+      this.etaS = msg.eta_s;
+      this.etaAt = Math.min(Number(msg.ts) || Date.now(), Date.now());
+    }
+    if (msg.stale) this.lastFixAt = Math.min(this.lastFixAt, Date.now() - this.staleMs - 1);
     this.tick();
   }
 
-  /** A window, re-estimated on every fix, rather than a countdown that pretends to precision. */
-  renderEta() {
+  /** A window, re-estimated on every fix and counted down between them, rather than a countdown
+   * that pretends to precision; on an old position, the last estimate with its age. */
+  renderEta(stale = false) {
     const status = this.order?.status;
-    if (status === 'arrived' || status === 'setup_complete') this.els.eta.textContent = 'Your partner is at the venue.';
-    else if (!Number.isFinite(this.etaS)) this.els.eta.textContent = 'Waiting for the partner\'s first position…';
-    else if (status === 'assigned') this.els.eta.textContent = `Your partner is about ${etaWindow(this.etaS)} away and will set off soon.`;
-    else this.els.eta.textContent = `Arriving in ${etaWindow(this.etaS)}`;
+    let text;
+    if (AT_VENUE.has(status)) text = 'Your partner is at the venue.';
+    else if (!Number.isFinite(this.etaS)) text = 'Waiting for the partner\'s first position…';
+    else if (stale) text = `Last estimate ${ago(this.etaAt)}: about ${etaWindow(this.etaS)} away. Waiting for a new position.`;
+    else {
+      const left = Math.max(0, this.etaS - (Date.now() - this.etaAt) / 1000);
+      text = status === 'assigned' ? `Your partner is about ${etaWindow(left)} away and will set off soon.`
+        : `Arriving in ${etaWindow(left)}`;
+    }
+    // Written only when it changes: a live region re-reads every write aloud.
+    if (this.els.eta.textContent !== text) this.els.eta.textContent = text;
   }
 
   tick() {
@@ -170,17 +227,19 @@ export class OrderTracker {
     if (!this.lastFixAt) {
       f.textContent = 'No position yet.';
       f.dataset.stale = 'false';
+      this.renderEta();
       return;
     }
     const age = Date.now() - this.lastFixAt;
-    const stale = age > STALE_MS;
+    const stale = age > this.staleMs;
+    this.renderEta(stale);
     f.dataset.stale = String(stale);
     if (stale) {
       // Never animate on stale data: freeze the marker where it was last seen, and say so.
       this.partner?.freeze();
-      f.textContent = `Last update ${ago(this.lastFixAt)}: the partner's position may be out of date.`;
+      f.textContent = `Last update ${updatedAgo(this.lastFixAt)}: the partner's position may be out of date.`;
     } else {
-      f.textContent = `Last update ${ago(this.lastFixAt)}`;
+      f.textContent = `Last update ${updatedAgo(this.lastFixAt)}`;
     }
   }
 
@@ -190,6 +249,8 @@ export class OrderTracker {
     this.partner?.remove();
     this.partner = null;
     this.lastFixAt = 0;
+    this.trail = [];
+    this.drawRoute();
     this.els.section.hidden = true;
   }
 }

@@ -19,7 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from api import ratelimit, reviews
 from api.catalog import catalog_of
-from api.paging import PageQuery, page_body, public
+from api.paging import PageQuery, find_page, page_body, public
 from api.paymentflow import OrderPaymentStatus, flow_of
 from api.routing import RouteTable
 from api.schemas import HistoryEntry, Page, closed, open_ended
@@ -423,8 +423,7 @@ async def list_customer_orders(db: AsyncDatabase[dict[str, Any]], customer_id: s
     where: dict[str, Any] = {"customer_id": customer_id}
     if query.status is not None:
         where["status"] = query.status
-    total = await db.orders.count_documents(where)
-    docs = await db.orders.find(where).sort("created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
+    docs, total = await find_page(db.orders, where, query, [("created_at", -1)])
     return page_body([customer_view(d) for d in docs], total, query)
 
 

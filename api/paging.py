@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pymongo.asynchronous.collection import AsyncCollection
 
 MAX_LIMIT = 100
 
@@ -34,6 +35,21 @@ class PageQuery(BaseModel):
     @property
     def skip(self) -> int:
         return (self.page - 1) * self.limit
+
+
+async def find_page(collection: AsyncCollection[dict[str, Any]], where: Mapping[str, Any], query: PageQuery,
+                    sort: Sequence[tuple[str, int]], projection: Mapping[str, Any] | None = None,
+                    ) -> tuple[list[dict[str, Any]], int]:
+    """One page of `where` in `sort` order, and how many match in all.
+
+    A page shorter than the limit is the last one, so its total is known without counting: the
+    common case (a partner's current job, a customer's few orders) costs one query. Counting is
+    an aggregation, the dearest read the embedded MongoDB server does.
+    """
+    docs = await collection.find(where, projection).sort(list(sort)).skip(query.skip).limit(query.limit).to_list(None)
+    if len(docs) < query.limit and (docs or query.skip == 0):
+        return docs, query.skip + len(docs)
+    return docs, await collection.count_documents(where)
 
 
 def page_body(items: list[Any], total: int, query: PageQuery) -> dict[str, Any]:

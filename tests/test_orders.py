@@ -249,7 +249,11 @@ async def test_my_orders_are_mine_newest_first_and_paged(
     body = await (await client.get("/api/orders/myorders?limit=1", headers=auth)).json()
     assert body["total"] == 2 and [o["id"] for o in body["items"]] == [second]
     body = await (await client.get("/api/orders/myorders?page=2&limit=1", headers=auth)).json()
-    assert [o["id"] for o in body["items"]] == [first]
+    assert [o["id"] for o in body["items"]] == [first] and body["total"] == 2
+    # A short page is the last one, so its total is known without counting; past the end, it is counted.
+    for page, limit, items in ((1, 5, 2), (2, 1, 1), (3, 1, 0), (9, 5, 0)):
+        body = await (await client.get(f"/api/orders/myorders?page={page}&limit={limit}", headers=auth)).json()
+        assert (len(body["items"]), body["total"]) == (items, 2), (page, limit)
     resp = await client.get("/api/orders/myorders?status=teleported", headers=auth)
     assert resp.status == 422
 

@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from api import (
     admin,
     auth,
+    console,
     customer,
     health,
     metrics,
@@ -32,8 +33,8 @@ __all__ = ["all_routes", "contexts", "create_api"]
 # Modules with routes. A module may also define `async def ensure_indexes(db)` (run at start-up,
 # idempotent), `CONTEXTS`: cleanup contexts that install per-process state, and `WORKERS`:
 # `async def worker(app)` coroutines run as owned background tasks.
-_MODULES: list[Any] = [health, auth, users, customer, packages, orders, payments, partner, admin, notifications,
-                       metrics, places]
+_MODULES: list[Any] = [health, auth, users, customer, packages, orders, payments, partner, admin, console,
+                       notifications, metrics, places]
 
 
 def _tables() -> list[RouteTable]:

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from dispatch.fleet import SKIP_REASONS, FleetIndex, Lease
 from dispatch.partners import PartnerDirectory
 from gateway_clients.maps import TravelTimes
+from geo.ranking import Candidate, rank
+
+__all__ = ["Candidate", "Matcher", "Search", "rank"]
 
 # The first search reads the nearest N; beyond that many, the best ETA is almost surely among them.
 SEARCH_COUNT = 200
@@ -17,22 +20,6 @@ SEARCH_COUNT = 200
 # (a few ms of Redis time per thousand members) from holding Redis for long.
 SEARCH_GROWTH = 4
 SEARCH_COUNT_MAX = 12_800
-# Beyond the fair window, ETAs within the same 60-second band count as equal, and the longest
-# idle goes first among them.
-ETA_BAND_S = 60
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    partner_id: str
-    distance_m: int
-    eta_s: int
-    idle_since: int
-    rank: int = 0
-
-    def audit(self) -> dict[str, int | str]:
-        return {"partner_id": self.partner_id, "distance_m": self.distance_m, "eta_s": self.eta_s,
-                "idle_since": self.idle_since, "rank": self.rank}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +79,3 @@ class Matcher:
         ranked = rank([Candidate(pid, round(dist), eta, idle)
                        for (pid, dist, idle, _, _), eta in zip(keep, etas, strict=True)], self.fair_eta_s)
         return Search(ranked, skipped, leases)
-
-
-def rank(candidates: list[Candidate], fair_eta_s: int) -> list[Candidate]:
-    """Order candidates for offering: those within `fair_eta_s` of the best ETA first, longest idle
-    first among them (so jobs spread over the partners nearby instead of going to whoever stands
-    closest every time); then the rest by 60-second ETA band, longest idle first within a band."""
-    if not candidates:
-        return []
-    best = min(c.eta_s for c in candidates)
-    close = sorted((c for c in candidates if c.eta_s <= best + fair_eta_s),
-                   key=lambda c: (c.idle_since, c.eta_s, c.partner_id))
-    rest = sorted((c for c in candidates if c.eta_s > best + fair_eta_s),
-                  key=lambda c: (c.eta_s // ETA_BAND_S, c.idle_since, c.eta_s, c.partner_id))
-    return [Candidate(c.partner_id, c.distance_m, c.eta_s, c.idle_since, rank=i + 1)
-            for i, c in enumerate(close + rest)]

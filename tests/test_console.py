@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
-from core.contracts import DISPATCH_AUDIT
-from core.jsonutil import iso
-from tests.helpers import bearer, db_of, make_order, make_partner, make_user
+from core.contracts import DISPATCH_AUDIT, FLEET_GEO, PARTNER_OFFER, PARTNER_SOCKETS, PARTNER_STATE
+from core.jsonutil import iso, now_ms
+from geo.distance import destination
+from tests.helpers import BENGALURU, bearer, db_of, make_order, make_partner, make_user
 
 # 18:42:55 in Bengaluru (IST, UTC+5:30).
 T0 = datetime(2026, 12, 3, 13, 12, 55, tzinfo=UTC)
@@ -135,3 +137,71 @@ async def test_an_order_with_no_audit_has_an_empty_story(
     assert story["steps"] == []
     resp = await client.get("/api/admin/orders/nope/audit", headers=admin)
     assert resp.status == 404 and (await resp.json())["error"]["code"]
+
+
+# --- assisted assignment ---------------------------------------------------------------------------
+
+async def _place(redis: Redis, partner_id: str, north_m: float, *, online: bool = True, idle_min: float = 1,
+                 fix_age_s: float = 5, job: str | None = None, offer: str | None = None,
+                 reachable: bool = True) -> None:
+    """Leave a partner's live state in Redis as dispatch keeps it, `north_m` north of the venue."""
+    lat, lng = destination(BENGALURU["lat"], BENGALURU["lng"], 0.0, north_m)
+    now = now_ms()
+    fix = now - int(fix_age_s * 1000)
+    await redis.hset(PARTNER_STATE.format(partner_id=partner_id), mapping={
+        "lat": lat, "lng": lng, "ts": fix, "seen": fix, "online": "1" if online else "0", "order_id": job or "",
+        "idle_since": now - int(idle_min * 60_000)})
+    await redis.geoadd(FLEET_GEO, (lng, lat, partner_id))
+    if reachable:
+        await redis.zadd(PARTNER_SOCKETS.format(partner_id=partner_id), {"node/sid": now + 60_000})
+    if offer:
+        await redis.set(PARTNER_OFFER.format(partner_id=partner_id), f"{offer}:1", px=60_000)
+
+
+async def test_candidates_are_ranked_as_dispatch_would_with_states_for_the_rest(
+        client: TestClient[Any, Any], token_for: Callable[..., str], redis: Redis) -> None:
+    db = db_of(client.app)
+    _, admin = await _admin(client, token_for)
+    names = ["Asha Near", "Bala Idle", "Chitra Far", "Dev Busy", "Esha Offered", "Farah Stale", "Gopal Off",
+             "Hari Closed", "Indu Current"]
+    p = {n.split()[0].lower(): await make_partner(db, contact_name=n) for n in names}
+    pending = await make_partner(db, "pending", contact_name="Pending Person")
+    suspended = await make_partner(db, "suspended", contact_name="Suspended Person")
+    other_order = uuid.uuid4().hex
+    order_id = await make_order(db, await make_user(db), status="assigned", partner_id=p["indu"])
+    await _place(redis, p["asha"], 400, idle_min=2)
+    await _place(redis, p["bala"], 900, idle_min=30)       # within the fair window: longest idle goes first
+    await _place(redis, p["chitra"], 15_000, idle_min=60)  # far beyond it: after both
+    await _place(redis, p["dev"], 200, job=other_order)
+    await _place(redis, p["esha"], 300, offer=other_order)
+    await _place(redis, p["farah"], 100, fix_age_s=3600)
+    await _place(redis, p["gopal"], 150, online=False)
+    await _place(redis, p["hari"], 250, reachable=False)
+    await _place(redis, p["indu"], 5000, job=order_id)
+    for nobody in (pending, suspended):
+        await _place(redis, nobody, 50)
+
+    resp = await client.get(f"/api/admin/orders/{order_id}/candidates", headers=admin)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    rows = [(r["name"], r["state"], r["rank"]) for r in body["items"]]
+    assert rows == [("Bala Idle", "free", 1), ("Asha Near", "free", 2), ("Chitra Far", "free", 3),
+                    ("Hari Closed", "unreachable", None), ("Esha Offered", "offered", None),
+                    ("Dev Busy", "busy", None), ("Indu Current", "busy", None), ("Farah Stale", "stale", None),
+                    ("Gopal Off", "off_duty", None)]
+    first = body["items"][0]
+    assert 850 <= first["distance_m"] <= 950 and first["eta_s"] > 0 and 29 * 60 <= first["idle_s"] <= 31 * 60
+    by_name = {r["name"]: r for r in body["items"]}
+    assert by_name["Esha Offered"]["offer_order_id"] == other_order
+    assert by_name["Dev Busy"]["job_order_id"] == other_order
+    assert by_name["Indu Current"]["current"] is True and by_name["Asha Near"]["current"] is False
+    assert body["venue"] == {"lat": BENGALURU["lat"], "lng": BENGALURU["lng"]}
+
+    # Searching by name reaches approved partners only, positioned or not.
+    await make_partner(db, contact_name="Meena Nowhere")
+    found = await (await client.get(f"/api/admin/orders/{order_id}/candidates?q=meena", headers=admin)).json()
+    assert [(r["name"], r["state"]) for r in found["items"]] == [("Meena Nowhere", "no_position")]
+    assert (await (await client.get(f"/api/admin/orders/{order_id}/candidates?q=person",
+                                    headers=admin)).json())["items"] == []
+    missing = await client.get("/api/admin/orders/nope/candidates", headers=admin)
+    assert missing.status == 404 and (await missing.json())["error"]["code"]

@@ -12,10 +12,12 @@ import pytest
 from redis.asyncio import Redis
 
 from core.contracts import DISPATCH_AUDIT
-from core.jsonutil import iso
+from core.jsonutil import iso, now_ms
 from core.settings import Settings
 from core.tokens import Role
 from tests.browser_helpers import Chromium, browse, chromium
+from tests.helpers import BENGALURU
+from tests.test_console import _place
 from tests.test_pages import Site, add_partner, sign_in, start_site
 
 pytestmark = [pytest.mark.browser]
@@ -95,4 +97,52 @@ async def test_an_orders_dispatch_audit_reads_in_plain_words(site: Site, chromiu
         assert await page.locator("#order-panel h2").is_visible()
         box = await page.locator("#order-panel").bounding_box()
         assert box is not None and box["y"] < 800
+        b.assert_no_errors()
+
+
+async def waiting_order(site: Site) -> str:
+    """A placed order dispatch gave up on for now (it waits for its retry, admins were alerted)."""
+    far = now_ms() + 3_600_000
+    return await add_order(site, lat=BENGALURU["lat"], lng=BENGALURU["lng"], dispatch_exhausted=1,
+                           dispatch_retry_ms=far, dispatch_attempts=1, dispatch_radius_m=20_000,
+                           dispatch_alert_ms=now_ms())
+
+
+async def test_assisted_assignment_picks_the_nearest_free_partner_from_the_ranked_list(
+        site: Site, chromium: Chromium) -> None:
+    asha = await add_partner(site, "Asha Near", "asha@example.com")
+    chitra = await add_partner(site, "Chitra Far", "chitra@example.com")
+    dev = await add_partner(site, "Dev Busy", "dev@example.com")
+    pending = await add_partner(site, "Pia Pending", "pia@example.com")
+    await site.db.partners.update_one({"_id": pending}, {"$set": {"status": "pending"}})
+    await _place(site.redis, asha, 400)
+    await _place(site.redis, chitra, 8000)
+    await _place(site.redis, dev, 150, job=uuid.uuid4().hex)
+    await _place(site.redis, pending, 50)
+    order_id = await waiting_order(site)
+    async with browse(chromium, **DESKTOP) as b:
+        page = b.page
+        await page.goto(site.url + "/admin")
+        await sign_in(b, site.settings.dev_admin_email)
+        await page.locator(f"#board-list [data-id='{order_id}']").get_by_role("button", name="Open").click()
+        table = page.locator("#candidate-table tbody tr")
+        await table.first.wait_for()
+        rows = [[(await r.locator("td").nth(i).inner_text()).strip() for i in (1, 3)]
+                + [await r.locator("label").inner_text()] for r in await table.all()]
+        assert rows == [["#1", "free", "Asha Near"], ["#2", "free", "Chitra Far"], ["", "on a job", "Dev Busy"]]
+        assert "Pia Pending" not in await page.locator("#assign-list").inner_text()
+        # Searching narrows the list by name.
+        await page.get_by_label("Find a partner").fill("chit")
+        await page.locator("#candidate-table tbody tr", has_text="Asha Near").wait_for(state="detached")
+        await page.get_by_label("Find a partner").fill("")
+        await page.locator("#candidate-table tr", has_text="Asha Near").click()
+        await page.locator("#assign-picked", has_text="Picked Asha Near (free, 400 m away").wait_for()
+        # The pick is drawn on the fleet map: a line from the partner to the venue.
+        assert await page.locator("#fleet-map path.assign-route").count() == 1
+        await page.get_by_label("Reason").fill("closest free")
+        await page.get_by_role("button", name="Assign", exact=True).click()
+        await page.locator(".toast", has_text="Order assigned to Asha Near").wait_for()
+        order = await site.db.orders.find_one({"_id": order_id})
+        assert order["status"] == "assigned" and order["partner_id"] == asha
+        await page.locator("#audit-story li", has_text="Assigned by hand to Asha Near").wait_for()
         b.assert_no_errors()

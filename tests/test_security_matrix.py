@@ -108,6 +108,7 @@ RULES: dict[tuple[str, str], str] = {
     ("PUT", "/partner/orders/{id}/accept"): "401 403 403 403 ok 409 403 403",  # not offered to you
     ("PUT", "/partner/orders/{id}/decline"): "401 403 403 403 ok 409 403 403",
     ("PUT", "/partner/orders/{id}/status"): "401 403 403 403 ok 404 403 403",  # not assigned to you
+    ("GET", "/partner/orders/{id}/arrival"): "401 403 403 403 ok 404 403 403",  # not assigned to you
     ("PUT", "/partner/location"): PARTNER_ONLY,
     ("GET", "/partner/earnings"): PARTNER_ONLY,
     # --- admin ---
@@ -122,6 +123,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/admin/orders"): ADMIN_ONLY,
     ("GET", "/admin/orders/unassigned"): ADMIN_ONLY,
     ("GET", "/admin/orders/{id}/audit"): ADMIN_ONLY,
+    ("GET", "/admin/orders/{id}/candidates"): ADMIN_ONLY,
     ("PUT", "/admin/orders/{id}/assign"): ADMIN_ONLY,
     ("GET", "/admin/stats"): ADMIN_ONLY,
     ("GET", "/admin/customers"): ADMIN_ONLY,
@@ -304,6 +306,9 @@ async def _prepare(w: World, caller: str, method: str, path: str) -> Call:
         case ("PUT", "/partner/orders/{id}/status"):
             order = await _owned_order(w, status="assigned", partner_id=w.ids["partner"])
             return Call(method, f"/partner/orders/{order}/status", {"status": "en_route"})
+        case ("GET", "/partner/orders/{id}/arrival"):
+            order = await _owned_order(w, status="en_route", partner_id=w.ids["partner"])
+            return Call(method, path.replace("{id}", order))
         case ("PUT", "/partner/location"):
             return Call(method, path, {**BENGALURU, "accuracy": 10})
         case ("POST", "/admin/packages"):
@@ -316,8 +321,8 @@ async def _prepare(w: World, caller: str, method: str, path: str) -> Call:
             return Call(method, path.replace("{id}", await make_partner(w.db, "pending")))
         case ("PUT", "/admin/partners/{id}/suspend"):
             return Call(method, path.replace("{id}", await make_partner(w.db, "approved")))
-        case ("GET", "/admin/orders/{id}/audit"):
-            return Call(method, f"/admin/orders/{w.ids['assigned_order']}/audit")
+        case ("GET", "/admin/orders/{id}/audit" | "/admin/orders/{id}/candidates"):
+            return Call(method, path.replace("{id}", w.ids["assigned_order"]))
         case ("PUT", "/admin/orders/{id}/assign"):
             return Call(method, f"/admin/orders/{await _owned_order(w)}/assign",
                         {"partner_id": await make_partner(w.db, "approved")})

@@ -16,7 +16,7 @@ const ASSIGNABLE = new Set(['placed', 'offered', 'assigned']);
 
 const state = { conn: null, map: null, pins: new Map(), partners: new Map(), orders: new Map(), openOrder: null,
   fleetVersion: null, subscribeTimer: 0, boardTimer: 0, tick: 0, partnersFetched: 0, waitingTimer: 0,
-  waitingTick: 0 };
+  waitingTick: 0, pick: null, kept: null };
 
 // ---- session -----------------------------------------------------------------------------
 
@@ -317,6 +317,10 @@ function onAlert(alert) {
 async function openOrder(id) {
   // Re-opened by a live update: leave the operator's scroll position alone.
   const shown = state.openOrder === id && !$('#order-panel').hidden;
+  if (!shown) {
+    clearPick();
+    state.kept = null;
+  }
   state.openOrder = id;
   const panel = $('#order-panel');
   panel.hidden = false;
@@ -333,7 +337,7 @@ async function openOrder(id) {
   const history = Array.isArray(order.history) ? order.history : [];
   mount(panel,
     el('div', { class: 'spread' }, el('h2', { text: order.package?.name ?? 'Order' }), statusBadge(order.status),
-      el('button', { type: 'button', class: 'link', text: 'Close', on: { click: () => { panel.hidden = true; state.openOrder = null; } } })),
+      el('button', { type: 'button', class: 'link', text: 'Close', on: { click: () => { panel.hidden = true; state.openOrder = null; clearPick(); } } })),
     el('dl', { class: 'kv' },
       el('dt', { text: 'Order' }), el('dd', {}, el('code', { text: order.id })),
       el('dt', { text: 'Event' }), el('dd', { text: `${order.event_date} · ${order.guests} guests` }),
@@ -419,32 +423,128 @@ function auditText(data) {
   return Object.entries(data).map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' · ').slice(0, 400);
 }
 
+const CANDIDATE_STATES = { free: 'free', offered: 'holding an offer', busy: 'on a job', unreachable: 'app closed',
+  stale: 'GPS stale', off_duty: 'off duty', no_position: 'no position yet' };
+
+/** Assisted assignment: approved partners ranked as dispatch would offer them the order (free ones
+ * first, by ETA and idle time), the others with why they are not free; searchable by name; the pick
+ * is drawn on the fleet map. */
 function assignForm(order) {
-  const select = el('select', { id: 'assign-partner', required: true },
-    el('option', { value: '', text: 'Choose a partner…' }),
-    [...state.partners.values()].filter((p) => p.status === 'approved').map((p) =>
-      el('option', { value: p.id, text: `${p.contact_name || p.company_name}${p.online ? ' (on duty)' : ''}` })));
+  const search = el('input', { id: 'assign-search', type: 'search', autocomplete: 'off', placeholder: 'Name, company or phone' });
+  const list = el('div', { id: 'assign-list', class: 'assign-list' }, loading('Ranking partners…'));
+  const picked = el('p', { id: 'assign-picked', class: 'muted', 'aria-live': 'polite', text: 'Pick a partner from the list.' });
   const reason = el('input', { id: 'assign-reason', maxlength: '300', placeholder: 'e.g. customer asked for this partner' });
   const status = el('p', { class: 'status', role: 'status', hidden: true });
-  const form = el('form', { class: 'stack', id: 'assign-form' },
-    el('h3', { text: order.partner_id ? 'Reassign' : 'Assign manually' }),
-    el('div', { class: 'field' }, el('label', { for: 'assign-partner', text: 'Partner' }), select),
+  const form = el('form', { class: 'stack', id: 'assign-form', novalidate: true },
+    el('h3', { text: order.partner_id ? 'Reassign' : 'Assign a partner' }),
+    el('p', { class: 'muted', text: 'Free partners first, in the order dispatch would offer it (best ETA, then longest idle); then the rest, with why they are not free.' }),
+    el('div', { class: 'field' }, el('label', { for: 'assign-search', text: 'Find a partner' }), search),
+    list, picked,
     el('div', { class: 'field' }, el('label', { for: 'assign-reason', text: 'Reason' }), reason),
-    el('button', { type: 'submit', class: 'primary', text: 'Assign' }), status);
+    el('div', { class: 'row' }, el('button', { type: 'submit', class: 'primary', text: 'Assign' })), status);
+  // A live update re-renders the panel: the pick survives it.
+  const pick = { id: state.kept?.order === order.id ? state.kept.id : '', rows: [], venue: null, extra: [] };
+
+  const render = () => {
+    const text = search.value.trim().toLowerCase();
+    const rows = [...pick.rows, ...pick.extra.filter((r) => !pick.rows.some((x) => x.partner_id === r.partner_id))]
+      .filter((r) => !text || [r.name, r.company_name, r.phone].some((v) => v && v.toLowerCase().includes(text)));
+    if (!rows.length) {
+      mount(list, empty(text ? 'No approved partner matches.' : 'No approved partner has shared a position near this venue. Search by name.'));
+      return;
+    }
+    mount(list, el('div', { class: 'table-wrap' }, el('table', { class: 'compact', id: 'candidate-table' },
+      el('thead', {}, el('tr', {}, ['', 'Rank', 'Partner', 'State', 'Distance', 'ETA', 'Idle', 'Last fix'].map((h) => el('th', { scope: 'col', text: h })))),
+      el('tbody', {}, rows.map((r) => {
+        const radio = el('input', { type: 'radio', name: 'assign-partner', value: r.partner_id, id: `pick-${r.partner_id}`,
+          checked: pick.id === r.partner_id, on: { change: () => choose(r) } });
+        return el('tr', { dataset: { id: r.partner_id, state: r.state }, class: pick.id === r.partner_id ? 'picked' : '',
+          on: { click: (e) => { if (e.target !== radio) { radio.checked = true; choose(r); } } } },
+          el('td', {}, radio),
+          el('td', { text: r.rank ? `#${r.rank}` : '' }),
+          el('td', {}, el('label', { for: `pick-${r.partner_id}`, text: r.name }), r.current ? el('span', { class: 'chip', text: 'current' }) : null,
+            r.company_name && r.company_name !== r.name ? el('div', { class: 'muted', text: r.company_name }) : null),
+          el('td', { text: CANDIDATE_STATES[r.state] ?? r.state }),
+          el('td', { text: r.distance_m == null ? '—' : distanceText(r.distance_m) }),
+          el('td', { text: r.eta_s == null ? '—' : `~${Math.max(1, Math.round(r.eta_s / 60))} min` }),
+          el('td', { text: r.idle_s == null ? '—' : minutesText(r.idle_s) }),
+          el('td', { text: r.fix_age_s == null ? '—' : `${minutesText(r.fix_age_s)} ago` }));
+      })))));
+  };
+
+  const choose = (r) => {
+    pick.id = r.partner_id;
+    state.kept = { order: order.id, id: r.partner_id };
+    for (const tr of list.querySelectorAll('tr[data-id]')) tr.classList.toggle('picked', tr.dataset.id === r.partner_id);
+    const facts = [CANDIDATE_STATES[r.state], r.distance_m == null ? null : `${distanceText(r.distance_m)} away`,
+      r.eta_s == null ? null : `~${Math.max(1, Math.round(r.eta_s / 60))} min`].filter(Boolean).join(', ');
+    mount(picked, `Picked ${r.name} (${facts}).`, r.lat != null ? ' ' : null,
+      r.lat != null ? el('button', { type: 'button', class: 'link', text: 'Show on map', on: { click: () => $('#fleet-map').scrollIntoView({ block: 'center' }) } }) : null);
+    drawPick(r, pick.venue);
+  };
+
+  const load = async (q) => {
+    try {
+      const answer = await get(`/api/admin/orders/${encodeURIComponent(order.id)}/candidates`, { q: q || undefined, limit: 100 });
+      pick.venue = answer.venue;
+      if (q) pick.extra = answer.items;
+      else pick.rows = answer.items;
+      render();
+      const kept = !q && pick.id ? pick.rows.find((r) => r.partner_id === pick.id) : null;
+      if (kept) choose(kept);
+    } catch (err) {
+      mount(list, errorBox(err, () => load(q)));
+    }
+  };
+  let searchTimer = 0;
+  search.addEventListener('input', () => {
+    render();
+    // Partners far away or without a position are not in the nearby list: ask the server by name.
+    clearTimeout(searchTimer);
+    if (search.value.trim().length >= 2) searchTimer = setTimeout(() => load(search.value.trim()), 300);
+  });
+  search.addEventListener('keydown', (e) => { if (e.key === 'Enter') e.preventDefault(); });
+  load();
+
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    if (!select.value) {
-      say(status, 'Choose a partner.', 'error');
+    if (!pick.id) {
+      say(status, 'Pick a partner from the list.', 'error');
       return;
     }
     busy(form.querySelector('button[type=submit]'), status, async () => {
-      await put(`/api/admin/orders/${encodeURIComponent(order.id)}/assign`, { partner_id: select.value, reason: reason.value.trim() });
-      toast('Order assigned.', 'success');
+      await put(`/api/admin/orders/${encodeURIComponent(order.id)}/assign`, { partner_id: pick.id, reason: reason.value.trim() });
+      toast(`Order assigned to ${partnerName(pick.id)}.`, 'success');
+      clearPick();
+      state.kept = null;
+      refreshWaitingSoon();
       await loadBoard();
       await openOrder(order.id);
     });
   });
   return form;
+}
+
+/** The picked partner and the venue on the fleet map, joined by a line, both in view. */
+function drawPick(r, venue) {
+  clearPick();
+  if (!state.map || r.lat == null || !venue) return;
+  const L = window.L;
+  const from = [r.lat, r.lng];
+  const to = [venue.lat, venue.lng];
+  state.pick = L.layerGroup([
+    L.polyline([from, to], { className: 'assign-route', color: '#7c3aed', weight: 4, dashArray: '8 6' }),
+    L.circleMarker(to, { className: 'assign-venue', radius: 9, color: '#7c3aed', fillColor: '#fff', fillOpacity: 1, weight: 3 })
+      .bindTooltip('Venue', { permanent: true, direction: 'right' }),
+    L.circleMarker(from, { className: 'assign-partner', radius: 20, color: '#7c3aed', fill: false, weight: 3 })
+      .bindTooltip(r.name, { permanent: true, direction: 'left', className: 'assign-partner-label' }),
+  ]).addTo(state.map);
+  state.map.fitBounds(L.latLngBounds([from, to]).pad(0.3), { maxZoom: 16 });
+}
+
+function clearPick() {
+  state.pick?.remove();
+  state.pick = null;
 }
 
 // ---- payments ----------------------------------------------------------------------------

@@ -1,0 +1,261 @@
+"""Read models of the operations console: the partners an admin can give an order to, ranked the way
+dispatch would rank them, and the busy partners whose tracking went dark mid-job.
+
+Live state is what dispatch keeps in Redis (core.contracts keys, read only here); standing and names
+come from MongoDB. The ranking is dispatch's own (geo.ranking), with the local ETA model.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
+
+from api.paging import PageQuery
+from api.routing import RouteTable
+from api.schemas import closed
+from core import keys
+from core.contracts import (
+    FLEET_GEO,
+    PARTNER_OFFER,
+    PARTNER_POLLED,
+    PARTNER_SOCKETS,
+    PARTNER_STATE,
+    STALE_AFTER_INTERVALS,
+)
+from core.errors import NotFound
+from core.http import json_response
+from core.jsonutil import now_ms
+from core.settings import Settings
+from geo.distance import haversine_m
+from geo.eta import eta_between
+from geo.ranking import Candidate, rank
+
+logger = logging.getLogger(__name__)
+
+routes = RouteTable("admin")
+ADMIN = ("admin",)
+
+# The partners an admin picks from are the nearest ones with a known position: beyond this many,
+# nobody would send them anyway (the name search reaches everyone else).
+NEARBY_MAX = 200
+# How far around the venue to look: well past dispatch's own maximum radius, since an admin may
+# send someone from across town when nobody nearer is free.
+NEARBY_RADIUS_FACTOR = 3
+STATE_FIELDS = ("lat", "lng", "ts", "seen", "online", "order_id", "idle_since", "unknown")
+
+PartnerStateName = Literal["free", "offered", "busy", "unreachable", "stale", "off_duty", "no_position"]
+# The order of the list after the ranked free partners: the likeliest to take a call first.
+_STATE_ORDER: dict[str, int] = {"free": 0, "unreachable": 1, "offered": 2, "busy": 3, "stale": 4, "off_duty": 5,
+                                "no_position": 6}
+
+
+class CandidateQuery(PageQuery):
+    q: str | None = Field(None, max_length=100, description="part of the partner's name, company or phone")
+    limit: int = Field(50, ge=1, description="items per page, at most 100")
+
+
+class AssignCandidate(BaseModel):
+    model_config = closed()
+    partner_id: str
+    name: str
+    company_name: str | None = None
+    phone: str | None = None
+    vehicle_type: str | None = None
+    state: PartnerStateName = Field(description=(
+        "free (on duty, fresh fix, no job, no pending offer, app reachable), offered (holding an offer), busy "
+        "(on a job), unreachable (on duty but the app is closed), stale (last fix too old), off_duty, "
+        "no_position (never shared one)"))
+    rank: int | None = Field(description="dispatch's order among the free partners (1 first); null otherwise")
+    distance_m: int | None = None
+    eta_s: int | None = None
+    idle_s: int | None = Field(None, description="free for this long")
+    fix_age_s: int | None = Field(None, description="age of the last fix")
+    lat: float | None = None
+    lng: float | None = None
+    offer_order_id: str | None = Field(None, description="the order whose offer they hold")
+    job_order_id: str | None = Field(None, description="the order they are on")
+    current: bool = Field(description="already this order's partner")
+
+
+class CandidateList(BaseModel):
+    model_config = closed({"order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "venue": {"lat": 12.97, "lng": 77.59},
+                           "items": [{"partner_id": "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", "name": "Ravi Kumar",
+                                      "company_name": "Kumar Party Services", "phone": "+919845000001",
+                                      "vehicle_type": "van", "state": "free", "rank": 1, "distance_m": 430,
+                                      "eta_s": 95, "idle_s": 840, "fix_age_s": 12, "lat": 12.973, "lng": 77.592,
+                                      "offer_order_id": None, "job_order_id": None, "current": False}],
+                           "total": 1, "page": 1, "limit": 50})
+    order_id: str
+    venue: dict[str, float] | None = Field(description="the order's venue (lat, lng), when located")
+    items: list[AssignCandidate] = Field(description="free partners in dispatch's order, then the rest by state "
+                                                     "and distance; approved partners only")
+    total: int
+    page: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What Redis says about one partner right now."""
+
+    lat: float | None
+    lng: float | None
+    fix_ms: int
+    online: bool
+    unknown: bool
+    order_id: str | None
+    idle_since: int
+    offer: str | None  # "<order_id>:<fence>" of the offer they hold
+    reachable: bool
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+async def live_states(redis: Redis, partner_ids: Sequence[str]) -> dict[str, Live]:
+    """Each partner's live state in one pipelined round trip."""
+    if not partner_ids:
+        return {}
+    now = now_ms()
+    pipe = redis.pipeline(transaction=False)
+    for pid in partner_ids:
+        pipe.hmget(PARTNER_STATE.format(partner_id=pid), list(STATE_FIELDS))
+        pipe.get(PARTNER_OFFER.format(partner_id=pid))
+        pipe.zcount(PARTNER_SOCKETS.format(partner_id=pid), f"({now}", "+inf")
+        pipe.exists(PARTNER_POLLED.format(partner_id=pid))
+    answers = await pipe.execute()
+    out: dict[str, Live] = {}
+    for i, pid in enumerate(partner_ids):
+        raw, offer, sockets, polled = answers[4 * i: 4 * i + 4]
+        state = dict(zip(STATE_FIELDS, raw, strict=True))
+        ts, seen = int(_num(state["ts"]) or 0), int(_num(state["seen"]) or 0)
+        out[pid] = Live(lat=_num(state["lat"]), lng=_num(state["lng"]),
+                        fix_ms=min(ts, seen) if ts > 0 and seen > 0 else 0, online=state["online"] == "1",
+                        unknown=state["unknown"] == "1", order_id=state["order_id"] or None,
+                        idle_since=int(_num(state["idle_since"]) or 0),
+                        offer=offer if isinstance(offer, str) and offer else None,
+                        reachable=bool(sockets) or bool(polled))
+    return out
+
+
+def state_of(live: Live | None, now: int, stale_ms: int) -> PartnerStateName:
+    """The partner's state as dispatch's candidate filter sees it (dispatch.fleet), in its order."""
+    if live is None or live.lat is None or live.lng is None:
+        return "no_position"
+    if not live.online:
+        return "off_duty"
+    if live.unknown or live.fix_ms <= 0 or now - live.fix_ms > stale_ms:
+        return "stale"
+    if live.order_id:
+        return "busy"
+    if not live.reachable:
+        return "unreachable"
+    return "offered" if live.offer else "free"
+
+
+def _name(doc: Mapping[str, Any]) -> str:
+    return str(doc.get("contact_name") or doc.get("company_name") or f"partner {str(doc['_id'])[:6]}")
+
+
+def _contains(text: str) -> dict[str, str]:
+    # User text is matched literally, never as a pattern.
+    return {"$regex": re.escape(text), "$options": "i"}
+
+
+def rank_candidates(partners: Sequence[Mapping[str, Any]], states: Mapping[str, Live],
+                    venue: tuple[float, float] | None, *, current: str | None, now: int,
+                    settings: Settings) -> list[dict[str, Any]]:
+    """The list an admin assigns from: the free partners in dispatch's order (geo.ranking.rank, ETA by
+    the local speed model), then the others by state and distance."""
+    stale_ms = int(settings.ping_interval_s * STALE_AFTER_INTERVALS * 1000)
+    rows: list[dict[str, Any]] = []
+    free: list[Candidate] = []
+    for doc in partners:
+        pid = str(doc["_id"])
+        live = states.get(pid)
+        state = state_of(live, now, stale_ms)
+        distance = eta = None
+        if live is not None and live.lat is not None and live.lng is not None and venue is not None:
+            distance = round(haversine_m(live.lat, live.lng, venue[0], venue[1]))
+            eta = eta_between(live.lat, live.lng, venue[0], venue[1], doc.get("vehicle_type"))
+        idle = live.idle_since if live is not None and live.idle_since > 0 and state in ("free", "offered",
+                                                                                            "unreachable") else 0
+        if state == "free" and distance is not None and eta is not None:
+            free.append(Candidate(pid, distance, eta, idle))
+        offer_order = live.offer.rsplit(":", 1)[0] if live is not None and live.offer else None
+        rows.append({
+            "partner_id": pid, "name": _name(doc), "company_name": doc.get("company_name"), "phone": doc.get("phone"),
+            "vehicle_type": doc.get("vehicle_type"), "state": state, "rank": None, "distance_m": distance,
+            "eta_s": eta, "idle_s": max(0, (now - idle) // 1000) if idle else None,
+            "fix_age_s": max(0, (now - live.fix_ms) // 1000) if live is not None and live.fix_ms > 0 else None,
+            "lat": live.lat if live is not None else None, "lng": live.lng if live is not None else None,
+            "offer_order_id": offer_order, "job_order_id": live.order_id if live is not None else None,
+            "current": pid == current})
+    ranks = {c.partner_id: c.rank for c in rank(free, settings.dispatch_fair_eta_s)}
+    for row in rows:
+        row["rank"] = ranks.get(row["partner_id"])
+    far = float("inf")
+    rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, _STATE_ORDER[r["state"]],
+                             far if r["distance_m"] is None else r["distance_m"], r["name"]))
+    return rows
+
+
+def _venue(order: Mapping[str, Any]) -> tuple[float, float] | None:
+    address = order.get("address") or {}
+    try:
+        return float(address["lat"]), float(address["lng"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+async def _approved(db: AsyncDatabase[dict[str, Any]], where: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    projection = {"contact_name": 1, "company_name": 1, "phone": 1, "vehicle_type": 1}
+    found: list[dict[str, Any]] = await db.partners.find({**where, "status": "approved"}, projection).limit(
+        limit).to_list(None)
+    return found
+
+
+@routes.get("/admin/orders/{id}/candidates", summary="Partners to assign an order to, ranked as dispatch would",
+            query=CandidateQuery, roles=ADMIN, response=CandidateList, responses={404: "no such order"})
+async def order_candidates(request: web.Request, *, query: CandidateQuery) -> web.Response:
+    """Approved partners only (pending, rejected and suspended ones cannot take orders): the nearest
+    with a known position, or with `q`, those whose name, company or phone matches."""
+    db = request.config_dict[keys.DB]
+    redis: Redis = request.config_dict[keys.REDIS]
+    settings: Settings = request.config_dict[keys.SETTINGS]
+    order_id = request.match_info["id"]
+    order = await db.orders.find_one({"_id": order_id}, {"address": 1, "partner_id": 1})
+    if order is None:
+        raise NotFound("no such order")
+    venue = _venue(order)
+    if query.q:
+        text = query.q.strip()
+        partners = await _approved(db, {"$or": [{f: _contains(text)} for f in ("contact_name", "company_name",
+                                                                                  "phone")]}, NEARBY_MAX)
+    else:
+        ids: list[str] = []
+        if venue is not None:
+            radius = settings.dispatch_max_radius_m * NEARBY_RADIUS_FACTOR
+            near = await redis.geosearch(FLEET_GEO, longitude=venue[1], latitude=venue[0], radius=radius, unit="m",
+                                         sort="ASC", count=NEARBY_MAX)
+            ids = [str(m) for m in near]
+        if order.get("partner_id") and order["partner_id"] not in ids:
+            ids.append(str(order["partner_id"]))
+        partners = await _approved(db, {"_id": {"$in": ids}}, NEARBY_MAX) if ids else []
+    states = await live_states(redis, [str(p["_id"]) for p in partners])
+    rows = rank_candidates(partners, states, venue, current=order.get("partner_id"), now=now_ms(), settings=settings)
+    return json_response({"order_id": order_id, "venue": {"lat": venue[0], "lng": venue[1]} if venue else None,
+                          "items": rows[query.skip: query.skip + query.limit], "total": len(rows),
+                          "page": query.page, "limit": query.limit})

@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from api.routing import RouteTable
 from api.schemas import closed
 from core import keys
 from core.contracts import (
+    FLEET_BUSY,
     FLEET_GEO,
     PARTNER_OFFER,
     PARTNER_POLLED,
@@ -32,7 +34,7 @@ from core.contracts import (
 )
 from core.errors import NotFound
 from core.http import json_response
-from core.jsonutil import now_ms
+from core.jsonutil import iso, now_ms
 from core.settings import Settings
 from geo.distance import haversine_m
 from geo.eta import eta_between
@@ -259,3 +261,72 @@ async def order_candidates(request: web.Request, *, query: CandidateQuery) -> we
     return json_response({"order_id": order_id, "venue": {"lat": venue[0], "lng": venue[1]} if venue else None,
                           "items": rows[query.skip: query.skip + query.limit], "total": len(rows),
                           "page": query.page, "limit": query.limit})
+
+
+# --- tracking gone dark ---------------------------------------------------------------------------
+
+
+_DARK_EXAMPLE: dict[str, Any] = {
+    "partner_id": "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", "name": "Ravi Kumar", "phone": "+919845000001",
+    "order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "package": "Jungle Safari Party", "order_status": "en_route",
+    "online": True, "last_fix_at": "2026-12-03T10:01:12.000Z", "dark_s": 720}
+
+
+class DarkPartner(BaseModel):
+    model_config = closed(_DARK_EXAMPLE)
+    partner_id: str
+    name: str
+    phone: str | None = None
+    order_id: str
+    package: str | None = Field(None, description="the job's package name")
+    order_status: str | None = None
+    online: bool = Field(description="still on duty (false: went off duty mid-job)")
+    last_fix_at: str | None = Field(None, description="when the last fix was taken (ISO-8601); null: never")
+    dark_s: int | None = Field(None, description="seconds since then")
+
+
+class DarkList(BaseModel):
+    model_config = closed({"items": [_DARK_EXAMPLE], "total": 1})
+    items: list[DarkPartner] = Field(description="longest dark first")
+    total: int
+
+
+# A job in these states has a partner who should be sharing positions.
+_TRACKED = ("assigned", "en_route", "arrived", "setup_complete")
+
+
+@routes.get("/admin/partners/dark", summary="Partners on a job whose tracking went dark (stale fix or off duty)",
+            roles=ADMIN, response=DarkList)
+async def dark_partners(request: web.Request) -> web.Response:
+    """Busy partners (dispatch's FLEET_BUSY set) whose last fix is older than the staleness limit or
+    who went off duty, with the job they hold; only jobs still in progress count."""
+    db = request.config_dict[keys.DB]
+    redis: Redis = request.config_dict[keys.REDIS]
+    settings: Settings = request.config_dict[keys.SETTINGS]
+    stale_ms = int(settings.ping_interval_s * STALE_AFTER_INTERVALS * 1000)
+    busy = sorted(str(p) for p in await redis.smembers(FLEET_BUSY))
+    states = await live_states(redis, busy)
+    now = now_ms()
+    dark = {pid: live for pid, live in states.items()
+            if live.order_id and (not live.online or live.fix_ms <= 0 or now - live.fix_ms > stale_ms)}
+    if not dark:
+        return json_response({"items": [], "total": 0})
+    partners = {str(d["_id"]): d for d in await db.partners.find(
+        {"_id": {"$in": sorted(dark)}}, {"contact_name": 1, "company_name": 1, "phone": 1}).to_list(None)}
+    orders = {str(d["_id"]): d for d in await db.orders.find(
+        {"_id": {"$in": sorted({str(live.order_id) for live in dark.values()})}},
+        {"status": 1, "package": 1, "partner_id": 1}).to_list(None)}
+    items: list[dict[str, Any]] = []
+    for pid, live in dark.items():
+        order = orders.get(str(live.order_id))
+        if order is None or order.get("status") not in _TRACKED or order.get("partner_id") != pid:
+            continue  # the job ended or moved on; Redis catches up on its own
+        doc = partners.get(pid, {"_id": pid})
+        items.append({"partner_id": pid, "name": _name(doc), "phone": doc.get("phone"), "order_id": str(order["_id"]),
+                      "package": (order.get("package") or {}).get("name"), "order_status": order.get("status"),
+                      "online": live.online,
+                      "last_fix_at": iso(datetime.fromtimestamp(live.fix_ms / 1000, UTC)) if live.fix_ms > 0 else None,
+                      "dark_s": max(0, (now - live.fix_ms) // 1000) if live.fix_ms > 0 else None})
+    # Never heard from first, then the longest dark.
+    items.sort(key=lambda i: float("-inf") if i["dark_s"] is None else -int(i["dark_s"]))
+    return json_response({"items": items, "total": len(items)})

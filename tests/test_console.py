@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from core.contracts import DISPATCH_AUDIT, FLEET_GEO, PARTNER_OFFER, PARTNER_SOCKETS, PARTNER_STATE
+from core.contracts import DISPATCH_AUDIT, FLEET_BUSY, FLEET_GEO, PARTNER_OFFER, PARTNER_SOCKETS, PARTNER_STATE
 from core.jsonutil import iso, now_ms
 from geo.distance import destination
 from tests.helpers import BENGALURU, bearer, db_of, make_order, make_partner, make_user
@@ -205,3 +205,29 @@ async def test_candidates_are_ranked_as_dispatch_would_with_states_for_the_rest(
                                     headers=admin)).json())["items"] == []
     missing = await client.get("/api/admin/orders/nope/candidates", headers=admin)
     assert missing.status == 404 and (await missing.json())["error"]["code"]
+
+
+# --- needs attention ---------------------------------------------------------------------------------
+
+async def test_partners_whose_tracking_went_dark_mid_job_are_listed_with_their_job(
+        client: TestClient[Any, Any], token_for: Callable[..., str], redis: Redis) -> None:
+    db = db_of(client.app)
+    _, admin = await _admin(client, token_for)
+    customer = await make_user(db)
+    partners = {n: await make_partner(db, contact_name=n) for n in ("Dark Dan", "Fresh Fay", "Off Otto", "Done Dora")}
+    jobs = {n: await make_order(db, customer, status=st, partner_id=partners[n])
+            for n, st in (("Dark Dan", "en_route"), ("Fresh Fay", "en_route"), ("Off Otto", "assigned"),
+                          ("Done Dora", "completed"))}
+    await _place(redis, partners["Dark Dan"], 300, fix_age_s=600, job=jobs["Dark Dan"])
+    await _place(redis, partners["Fresh Fay"], 300, fix_age_s=5, job=jobs["Fresh Fay"])
+    await _place(redis, partners["Off Otto"], 300, fix_age_s=5, online=False, job=jobs["Off Otto"])
+    await _place(redis, partners["Done Dora"], 300, fix_age_s=900, job=jobs["Done Dora"])
+    await redis.sadd(FLEET_BUSY, *partners.values())
+
+    resp = await client.get("/api/admin/partners/dark", headers=admin)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert [(i["name"], i["order_id"], i["online"]) for i in body["items"]] == [
+        ("Dark Dan", jobs["Dark Dan"], True), ("Off Otto", jobs["Off Otto"], False)]
+    dan = body["items"][0]
+    assert 590 <= dan["dark_s"] <= 620 and dan["order_status"] == "en_route" and dan["package"] == "Test Package"

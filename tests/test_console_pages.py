@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from core.contracts import DISPATCH_AUDIT
+from core.contracts import DISPATCH_AUDIT, FLEET_BUSY
 from core.jsonutil import iso, now_ms
 from core.settings import Settings
 from core.tokens import Role
@@ -40,7 +40,7 @@ async def add_order(site: Site, status: str = "placed", lat: float = 12.9716, ln
     now = iso()
     customer_id = uuid.uuid4().hex
     await site.db.users.insert_one({"_id": customer_id, "role": "customer", "email": f"{customer_id[:8]}@example.com",
-                                    "name": "Asha Rao", "phone": "+919845012345", "addresses": [],
+                                    "name": "Asha Rao", "phone": f"+9198{uuid.uuid4().int % 10**8:08d}", "addresses": [],
                                     "created_at": now, "deleted": 0})
     await site.db.orders.insert_one({
         "_id": order_id, "customer_id": customer_id, "package_id": uuid.uuid4().hex,
@@ -145,4 +145,38 @@ async def test_assisted_assignment_picks_the_nearest_free_partner_from_the_ranke
         order = await site.db.orders.find_one({"_id": order_id})
         assert order["status"] == "assigned" and order["partner_id"] == asha
         await page.locator("#audit-story li", has_text="Assigned by hand to Asha Near").wait_for()
+        b.assert_no_errors()
+
+
+async def test_the_needs_attention_queue_lists_an_unassigned_order_and_clears_it_on_assignment(
+        site: Site, chromium: Chromium) -> None:
+    asha = await add_partner(site, "Asha Near", "asha@example.com")
+    dan = await add_partner(site, "Dan Dark", "dan@example.com")
+    await _place(site.redis, asha, 400)
+    job = await add_order(site, status="en_route", partner_id=dan)
+    await _place(site.redis, dan, 2000, fix_age_s=900, job=job)
+    await site.redis.sadd(FLEET_BUSY, dan)
+    order_id = await waiting_order(site)
+    async with browse(chromium, **DESKTOP) as b:
+        page = b.page
+        await page.goto(site.url + "/admin")
+        await sign_in(b, site.settings.dev_admin_email)
+        queue = page.locator("#waiting")
+        await queue.get_by_role("heading", name="Needs attention").wait_for()
+        item = page.locator(f"#waiting-list [data-id='{order_id}']")
+        assert "No partner: Jungle Safari Party" in await item.inner_text()
+        assert "nobody took it within 20 km" in await item.inner_text()
+        dark = page.locator(f"#waiting-list [data-partner='{dan}']")
+        assert "Tracking dark: Dan Dark" in await dark.inner_text() and "no GPS for 15 min" in await dark.inner_text()
+        assert await dark.get_by_role("link", name="Call +919800000001").get_attribute("href") == "tel:+919800000001"
+
+        await item.get_by_role("button", name="Assign").click()
+        await page.locator("#candidate-table tr", has_text="Asha Near").click()
+        await page.get_by_role("button", name="Assign", exact=True).click()
+        # Assigned: the order leaves the queue at once; the dark partner stays.
+        await item.wait_for(state="detached")
+        assert await dark.is_visible()
+        assert (await site.db.orders.find_one({"_id": order_id}))["partner_id"] == asha
+        await dark.get_by_role("button", name="Open the job of Dan Dark").click()
+        await page.locator("#order-panel h2", has_text="Jungle Safari Party").wait_for()
         b.assert_no_errors()

@@ -120,6 +120,7 @@ RULES: dict[tuple[str, str], str] = {
     ("PUT", "/admin/partners/{id}/approve"): ADMIN_ONLY,
     ("PUT", "/admin/partners/{id}/reject"): ADMIN_ONLY,
     ("PUT", "/admin/partners/{id}/suspend"): ADMIN_ONLY,
+    ("GET", "/admin/partners/dark"): ADMIN_ONLY,
     ("GET", "/admin/orders"): ADMIN_ONLY,
     ("GET", "/admin/orders/unassigned"): ADMIN_ONLY,
     ("GET", "/admin/orders/{id}/audit"): ADMIN_ONLY,

@@ -272,30 +272,55 @@ function clock(iso) {
   return Number.isNaN(d.getTime()) ? '' : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
-/** The persistent queue behind `dispatch_alert`: orders with no partner yet whose dispatch time
- * has come. Shown only while there are some. */
+/** The needs-attention queue: orders with no partner yet whose dispatch time has come (the
+ * persistent list behind `dispatch_alert`), each with "Assign", and partners whose tracking went
+ * dark mid-job, each with their job and a phone number. Shown only while there is something. */
 async function loadWaiting() {
   let page;
+  let dark;
   try {
-    page = await get('/api/admin/orders/unassigned', { limit: 50 });
+    [page, dark] = await Promise.all([get('/api/admin/orders/unassigned', { limit: 50 }),
+      get('/api/admin/partners/dark').catch(() => ({ items: [] }))]);
   } catch {
     return; // keep the last list; the next event or the 30 s re-read tries again
   }
   const items = itemsOf(page);
-  $('#waiting').hidden = !items.length;
-  $('#waiting-count').textContent = page.total > items.length ? `${items.length} of ${page.total}` : String(items.length);
+  const darkItems = itemsOf(dark);
+  const count = (page.total ?? items.length) + darkItems.length;
+  $('#waiting').hidden = !count;
+  $('#waiting-count').textContent = String(count);
   mount($('#waiting-list'), items.map((o) => {
     const why = o.offered ? 'an offer is out now'
       : o.attempts ? `nobody took it${o.radius_m ? ` within ${Math.round(o.radius_m / 1000)} km` : ''}${o.next_retry_at ? `; next try ${clock(o.next_retry_at)}` : ''}`
         : 'looking for a partner';
-    return el('li', { class: 'board-item', dataset: { id: o.id } },
-      el('div', { class: 'spread' }, el('strong', { text: o.package ?? 'Order' }),
+    return el('li', { class: 'board-item', dataset: { id: o.id, kind: 'unassigned' } },
+      el('div', { class: 'spread' }, el('strong', { text: `No partner: ${o.package ?? 'order'}` }),
         el('span', { class: o.waiting_s >= 600 ? 'badge warn' : 'badge', text: `waiting ${minutesText(o.waiting_s)}` })),
       el('div', { class: 'muted', text: [o.city, why, o.arrive_before ? `arrival window closes ${clock(o.arrive_before)}` : null]
         .filter(Boolean).join(' · ') }),
-      el('div', { class: 'row' }, el('button', { type: 'button', class: 'secondary', text: 'Open',
-        'aria-label': `Open waiting order ${o.package ?? ''}`, on: { click: () => openOrder(o.id) } })));
-  }));
+      el('div', { class: 'row' },
+        el('button', { type: 'button', class: 'primary', text: 'Assign', 'aria-label': `Assign ${o.package ?? 'order'}`,
+          on: { click: () => assignFromQueue(o.id) } }),
+        el('button', { type: 'button', class: 'secondary', text: 'Open', 'aria-label': `Open waiting order ${o.package ?? ''}`,
+          on: { click: () => openOrder(o.id) } })));
+  }), darkItems.map((d) => el('li', { class: 'board-item', dataset: { partner: d.partner_id, kind: 'dark' } },
+    el('div', { class: 'spread' }, el('strong', { text: `Tracking dark: ${d.name}` }),
+      el('span', { class: 'badge warn', text: d.dark_s == null ? 'never shared a position' : `no GPS for ${minutesText(d.dark_s)}` })),
+    el('div', { class: 'muted', text: [d.online ? 'on a job' : 'went off duty during a job', d.package,
+      statusLabel(d.order_status), d.last_fix_at ? `last fix ${clock(d.last_fix_at)}` : null].filter(Boolean).join(' · ') }),
+    el('div', { class: 'row' },
+      el('button', { type: 'button', class: 'secondary', text: 'Open job', 'aria-label': `Open the job of ${d.name}`,
+        on: { click: () => openOrder(d.order_id) } }),
+      d.phone ? el('a', { class: 'button secondary', href: `tel:${d.phone}`, text: `Call ${d.phone}` }) : null))));
+}
+
+/** "Assign" in the queue: the order's panel with the ranked partners, ready to search. */
+async function assignFromQueue(id) {
+  await openOrder(id);
+  const form = $('#assign-form');
+  if (!form) return;
+  form.scrollIntoView({ block: 'start' });
+  $('#assign-search')?.focus({ preventScroll: true });
 }
 
 function refreshWaitingSoon() {

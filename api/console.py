@@ -295,11 +295,11 @@ class DarkList(BaseModel):
 _TRACKED = ("assigned", "en_route", "arrived", "setup_complete")
 
 
-@routes.get("/admin/partners/dark", summary="Partners on a job whose tracking went dark (stale fix or off duty)",
+@routes.get("/admin/partners/dark", summary="Partners on a job whose tracking went dark (their last fix is stale)",
             roles=ADMIN, response=DarkList)
 async def dark_partners(request: web.Request) -> web.Response:
-    """Busy partners (dispatch's FLEET_BUSY set) whose last fix is older than the staleness limit or
-    who went off duty, with the job they hold; only jobs still in progress count."""
+    """Busy partners (dispatch's FLEET_BUSY set) whose last fix is older than the staleness limit (on
+    duty or not: `online` says which), with the job they hold; only jobs still in progress count."""
     db = request.config_dict[keys.DB]
     redis: Redis = request.config_dict[keys.REDIS]
     settings: Settings = request.config_dict[keys.SETTINGS]
@@ -308,7 +308,7 @@ async def dark_partners(request: web.Request) -> web.Response:
     states = await live_states(redis, busy)
     now = now_ms()
     dark = {pid: live for pid, live in states.items()
-            if live.order_id and (not live.online or live.fix_ms <= 0 or now - live.fix_ms > stale_ms)}
+            if live.order_id and (live.fix_ms <= 0 or now - live.fix_ms > stale_ms)}
     if not dark:
         return json_response({"items": [], "total": 0})
     partners = {str(d["_id"]): d for d in await db.partners.find(

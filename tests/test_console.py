@@ -220,7 +220,7 @@ async def test_partners_whose_tracking_went_dark_mid_job_are_listed_with_their_j
                           ("Done Dora", "completed"))}
     await _place(redis, partners["Dark Dan"], 300, fix_age_s=600, job=jobs["Dark Dan"])
     await _place(redis, partners["Fresh Fay"], 300, fix_age_s=5, job=jobs["Fresh Fay"])
-    await _place(redis, partners["Off Otto"], 300, fix_age_s=5, online=False, job=jobs["Off Otto"])
+    await _place(redis, partners["Off Otto"], 300, fix_age_s=300, online=False, job=jobs["Off Otto"])
     await _place(redis, partners["Done Dora"], 300, fix_age_s=900, job=jobs["Done Dora"])
     await redis.sadd(FLEET_BUSY, *partners.values())
 
@@ -229,5 +229,9 @@ async def test_partners_whose_tracking_went_dark_mid_job_are_listed_with_their_j
     body = await resp.json()
     assert [(i["name"], i["order_id"], i["online"]) for i in body["items"]] == [
         ("Dark Dan", jobs["Dark Dan"], True), ("Off Otto", jobs["Off Otto"], False)]
+    # Going off duty alone is not dark yet: the last fix is still fresh.
+    await _place(redis, partners["Off Otto"], 300, fix_age_s=5, online=False, job=jobs["Off Otto"])
+    body = await (await client.get("/api/admin/partners/dark", headers=admin)).json()
+    assert [i["name"] for i in body["items"]] == ["Dark Dan"]
     dan = body["items"][0]
     assert 590 <= dan["dark_s"] <= 620 and dan["order_status"] == "en_route" and dan["package"] == "Test Package"

@@ -180,3 +180,49 @@ async def test_the_needs_attention_queue_lists_an_unassigned_order_and_clears_it
         await dark.get_by_role("button", name="Open the job of Dan Dark").click()
         await page.locator("#order-panel h2", has_text="Jungle Safari Party").wait_for()
         b.assert_no_errors()
+
+
+async def test_archiving_asks_first_and_can_be_undone_and_suspend_is_offered_only_to_active_partners(
+        site: Site, chromium: Chromium) -> None:
+    package = await site.add_package("Karaoke Night", category="Casual")
+    active = await add_partner(site, "Asha Active", "asha@example.com")
+    pending = await add_partner(site, "Pia Pending", "pia@example.com")
+    await site.db.partners.update_one({"_id": pending}, {"$set": {"status": "pending"}})
+    async with browse(chromium, **DESKTOP) as b:
+        page = b.page
+        await page.goto(site.url + "/admin")
+        await sign_in(b, site.settings.dev_admin_email)
+        await page.get_by_role("tab", name="Partners").click()
+        await page.locator("#partner-status").select_option("")
+        await page.locator(f"#partner-table tr[data-id='{active}']").wait_for()
+        assert await page.locator(f"#partner-table tr[data-id='{active}']").get_by_role(
+            "button", name="Suspend").count() == 1
+        pending_row = page.locator(f"#partner-table tr[data-id='{pending}']")
+        assert await pending_row.get_by_role("button", name="Suspend").count() == 0
+        assert await pending_row.get_by_role("button", name="Approve").count() == 1
+
+        await page.get_by_role("tab", name="Packages").click()
+        row = page.locator(f"#package-table tr[data-id='{package['id']}']")
+        await row.get_by_role("button", name="Archive Karaoke Night").click()
+        await row.get_by_text("Archive Karaoke Night? Customers will no longer see it.").wait_for()
+        await row.get_by_role("button", name="Keep it").click()
+        assert (await site.db.packages.find_one({"_id": package["id"]}))["active"] == 1
+        await row.get_by_role("button", name="Archive Karaoke Night").click()
+        await row.get_by_role("button", name="Yes, archive").click()
+        toast = page.locator(".toast", has_text="Karaoke Night archived")
+        await toast.wait_for()
+        await row.locator("td", has_text="archived").wait_for()
+        assert (await site.db.packages.find_one({"_id": package["id"]}))["active"] == 0
+        await toast.get_by_role("button", name="Undo").click()
+        await page.locator(".toast", has_text="Karaoke Night is back in the catalog").wait_for()
+        await row.locator("td", has_text="active").wait_for()
+        assert (await site.db.packages.find_one({"_id": package["id"]}))["active"] == 1
+        # An archived package can be restored from its row too.
+        await row.get_by_role("button", name="Archive Karaoke Night").click()
+        await row.get_by_role("button", name="Yes, archive").click()
+        await row.get_by_role("button", name="Restore Karaoke Night").click()
+        await row.get_by_role("button", name="Archive Karaoke Night").wait_for()
+        # The price field names its currency.
+        await page.get_by_role("button", name="New package").click()
+        await page.get_by_label("Price (₹)").wait_for()
+        b.assert_no_errors()

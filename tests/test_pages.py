@@ -519,7 +519,7 @@ async def test_admin_approves_a_partner_and_creates_a_package(site: Site, chromi
         await page.get_by_role("button", name="New package").click()
         await page.get_by_label("Name").fill("Karaoke <Night>")
         await page.get_by_label("Category").select_option("Casual")
-        await page.get_by_label("Price (major units)").fill("12000")
+        await page.get_by_label("Price (₹)").fill("12000")
         await page.get_by_label("Guests (max)").fill("30")
         await page.get_by_label("Features").fill("Two microphones\nDisco lights")
         await page.get_by_role("button", name="Create package").click()

@@ -16,7 +16,7 @@ const ASSIGNABLE = new Set(['placed', 'offered', 'assigned']);
 
 const state = { conn: null, map: null, pins: new Map(), partners: new Map(), orders: new Map(), openOrder: null,
   fleetVersion: null, subscribeTimer: 0, boardTimer: 0, tick: 0, partnersFetched: 0, waitingTimer: 0,
-  waitingTick: 0, pick: null, kept: null };
+  waitingTick: 0, pick: null, kept: null, currency: 'INR' };
 
 // ---- session -----------------------------------------------------------------------------
 
@@ -867,7 +867,7 @@ async function loadPartners() {
           p.status !== 'approved' && p.status !== 'rejected' ? el('button', { type: 'button', class: 'primary', text: 'Approve', on: { click: act(p, 'approve') } }) : null,
           p.status === 'rejected' || p.status === 'suspended' ? el('button', { type: 'button', class: 'secondary', text: 'Approve', on: { click: act(p, 'approve') } }) : null,
           p.status === 'pending' ? el('button', { type: 'button', class: 'secondary', text: 'Reject', on: { click: act(p, 'reject') } }) : null,
-          p.status === 'approved' || p.status === 'pending' ? el('button', { type: 'button', class: 'danger', text: 'Suspend', on: { click: act(p, 'suspend') } }) : null))))))));
+          p.status === 'approved' ? el('button', { type: 'button', class: 'danger', text: 'Suspend', on: { click: act(p, 'suspend') } }) : null))))))));
   } catch (err) {
     mount(box, errorBox(err, loadPartners));
   }
@@ -882,6 +882,7 @@ async function loadPackages() {
   mount(box, loading('Loading packages…'));
   try {
     const items = itemsOf(await get('/api/admin/packages', { limit: 100 }));
+    if (items[0]?.currency) state.currency = items[0].currency;
     if (!items.length) {
       mount(box, empty('No packages yet. Create the first one.'));
       return;
@@ -894,17 +895,57 @@ async function loadPackages() {
         el('td', { text: p.active ? 'active' : 'archived' }),
         el('td', {}, el('div', { class: 'row' },
           el('button', { type: 'button', class: 'secondary', text: 'Edit', on: { click: () => editPackage(p) } }),
-          p.active ? el('button', { type: 'button', class: 'danger', text: 'Archive', on: { click: (e) => busy(e.currentTarget, null, async () => {
-            try {
-              await del(`/api/admin/packages/${encodeURIComponent(p.id)}`);
-              toast(`${p.name} archived.`, 'success');
-            } catch (err) {
-              toast(err.message, 'error');
-            }
-            loadPackages();
-          }) } }) : null))))))));
+          p.active ? el('button', { type: 'button', class: 'danger', text: 'Archive', 'aria-label': `Archive ${p.name}`,
+            on: { click: (e) => confirmArchive(e.currentTarget, p) } })
+            : el('button', { type: 'button', class: 'secondary', text: 'Restore', 'aria-label': `Restore ${p.name}`,
+              on: { click: (e) => busy(e.currentTarget, null, () => restorePackage(p)) } })))))))));
   } catch (err) {
     mount(box, errorBox(err, loadPackages));
+  }
+}
+
+/** Archiving hides a package from customers: ask first, in place, and offer an undo after. */
+function confirmArchive(button, p) {
+  const cell = button.parentElement;
+  const before = [...cell.childNodes];
+  const back = () => { cell.replaceChildren(...before); button.focus(); };
+  const yes = el('button', { type: 'button', class: 'danger', text: 'Yes, archive', on: { click: (e) => busy(e.currentTarget, null, async () => {
+    try {
+      await del(`/api/admin/packages/${encodeURIComponent(p.id)}`);
+    } catch (err) {
+      toast(err.message, 'error');
+      back();
+      return;
+    }
+    const item = toast(`${p.name} archived: customers no longer see it.`, 'success', 10_000);
+    item.insertBefore(el('button', { type: 'button', class: 'link', text: 'Undo', on: { click: () => {
+      item.remove();
+      restorePackage(p);
+    } } }), item.lastChild);
+    loadPackages();
+  }) } });
+  mount(cell, el('span', { class: 'confirm', role: 'group', 'aria-label': `Archive ${p.name}?` },
+    el('span', { text: `Archive ${p.name}? Customers will no longer see it. ` }), yes,
+    el('button', { type: 'button', class: 'link', text: 'Keep it', on: { click: back } })));
+  yes.focus();
+}
+
+async function restorePackage(p) {
+  try {
+    await put(`/api/admin/packages/${encodeURIComponent(p.id)}`, { active: true });
+    toast(`${p.name} is back in the catalog.`, 'success');
+  } catch (err) {
+    toast(err.message, 'error');
+  }
+  loadPackages();
+}
+
+/** "₹" for INR: the symbol the price field is in. */
+function currencySymbol(currency) {
+  try {
+    return new Intl.NumberFormat('en-IN', { style: 'currency', currency }).formatToParts(0).find((x) => x.type === 'currency')?.value ?? currency;
+  } catch {
+    return currency;
   }
 }
 
@@ -931,7 +972,7 @@ function editPackage(p) {
     el('h3', { id: 'editor-title', text: p ? `Edit ${p.name}` : 'New package' }),
     el('div', { class: 'grid2' }, field('Name', f.name), field('Category', f.category)),
     field('Description', f.description),
-    el('div', { class: 'grid2' }, field('Price (major units)', f.price), field('Guests (max)', f.capacity)),
+    el('div', { class: 'grid2' }, field(`Price (${currencySymbol(p?.currency ?? state.currency)})`, f.price), field('Guests (max)', f.capacity)),
     el('div', { class: 'grid2' }, field('Duration (minutes)', f.duration), field('Tags', f.tags, 'Comma separated')),
     field('Features', f.features, 'One per line'),
     field('Image URLs', f.images, 'One per line'),

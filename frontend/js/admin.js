@@ -381,7 +381,7 @@ async function openOrder(id) {
     ASSIGNABLE.has(order.status) ? assignForm(order) : null,
     el('h3', { text: 'Timeline' }),
     el('ol', { class: 'timeline' }, history.map((h) => el('li', {}, el('strong', { text: statusLabel(h.status) }),
-      ` · ${dateTime(h.at)} · ${h.by_role ?? ''}`, h.reason ? el('span', { class: 'muted', text: ` (${h.reason})` }) : null))),
+      ` · ${venueTime(h.at, audit?.story?.timezone)} · ${h.by_role ?? ''}`, h.reason ? el('span', { class: 'muted', text: ` (${h.reason})` }) : null))),
     el('h3', { text: 'How dispatch handled it' }),
     auditStory(audit));
   if (!shown) panel.scrollIntoView({ block: 'start' });
@@ -419,9 +419,26 @@ function candidateTable(search, open) {
       el('tbody', {}, search.candidates.map((c) => el('tr', { class: c.offered ? 'offered' : '' },
         el('td', { text: `#${c.rank}` }), el('td', { text: c.name }), el('td', { text: distanceText(c.distance_m) }),
         el('td', { text: `~${Math.max(1, Math.round(c.eta_s / 60))} min` }),
-        el('td', { text: c.idle_s == null ? '—' : minutesText(c.idle_s) }),
+        el('td', { text: c.idle_s == null ? '—' : durationText(c.idle_s) }),
         el('td', { text: c.offered ? 'offered' : '' })))))),
     search.excluded?.length ? el('p', { class: 'muted', text: `Left out: ${search.excluded.map((e) => `${e.name} (${e.why})`).join(', ')}` }) : null);
+}
+
+/** A moment in the service area's zone (the dispatch story's), as the story tells its times. */
+function venueTime(iso, timeZone) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  try {
+    return d.toLocaleString('en-GB', { timeZone, day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  } catch {
+    return dateTime(iso);
+  }
+}
+
+/** "45 s", "14 min", "3 h 41 min": the same words as the dispatch story. */
+function durationText(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  return s < 60 ? `${s} s` : minutesText(s);
 }
 
 function distanceText(m) {
@@ -492,8 +509,8 @@ function assignForm(order) {
           el('td', { text: CANDIDATE_STATES[r.state] ?? r.state }),
           el('td', { text: r.distance_m == null ? '—' : distanceText(r.distance_m) }),
           el('td', { text: r.eta_s == null ? '—' : `~${Math.max(1, Math.round(r.eta_s / 60))} min` }),
-          el('td', { text: r.idle_s == null ? '—' : minutesText(r.idle_s) }),
-          el('td', { text: r.fix_age_s == null ? '—' : `${minutesText(r.fix_age_s)} ago` }));
+          el('td', { text: r.idle_s == null ? '—' : durationText(r.idle_s) }),
+          el('td', { text: r.fix_age_s == null ? '—' : `${durationText(r.fix_age_s)} ago` }));
       })))));
   };
 

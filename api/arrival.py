@@ -5,6 +5,11 @@ recovery copy (`partner_positions`) when Redis has none. A fix counts only while
 own time (`min(ts, seen)`: the phone's clock, never later than when the server received it), the
 same rule that greys a partner on the fleet map, so a buffered or clock-skewed fix cannot vouch
 for an arrival. Its accuracy (a 95 % radius) is allowed for, but never more than the radius again.
+
+`assess` answers where the partner stands: the partner page asks after each shared fix and offers
+"I've arrived" as one tap once `at_venue`; a status change to `arrived` from elsewhere is refused
+with its code (409), unless it carries a reason: then it is accepted and flagged for admins
+(`arrival_unverified`, see `unverified_flag`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from core.contracts import PARTNER_POSITIONS, PARTNER_STATE, STALE_AFTER_INTERVALS
-from core.errors import Conflict
 from core.jsonutil import now_ms
 from core.settings import Settings
 from geo.distance import haversine_m
@@ -66,32 +70,60 @@ def _far(metres: float) -> str:
     return f"{metres / 1000:.1f} km" if metres >= 1000 else f"{round(metres / 10) * 10:.0f} m"
 
 
-def check_arrival(fix: Fix | None, venue: Mapping[str, Any], settings: Settings, *, now: int | None = None) -> None:
-    """Raise Conflict unless `fix` is fresh and within the arrival radius of `venue` (lat, lng)."""
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """Where the partner stands against the venue: `code` is None when they are at it."""
+
+    code: str | None  # not_at_venue, position_stale, position_unknown
+    message: str
+    details: dict[str, Any]
+
+    @property
+    def at_venue(self) -> bool:
+        return self.code is None
+
+
+def assess(fix: Fix | None, venue: Mapping[str, Any], settings: Settings, *, now: int | None = None) -> Assessment:
+    """Whether `fix` is fresh and within the arrival radius of `venue` (lat, lng), and if not, why."""
     radius = settings.arrival_radius_m
     stale_ms = int(settings.ping_interval_s * STALE_AFTER_INTERVALS * 1000)
     now = now_ms() if now is None else now
     try:
         venue_lat, venue_lng = float(venue["lat"]), float(venue["lng"])
     except (KeyError, TypeError, ValueError):
-        return  # an order without a located venue cannot be checked; nothing to hold it to
+        # An order without a located venue cannot be checked; nothing to hold it to.
+        return Assessment(None, "The venue has no map position: mark arrival when you are there.",
+                          {"radius_m": radius, "distance_m": None})
     if fix is None:
-        raise Conflict("We have no position from you yet: go on duty so your phone shares its location, "
-                       "then tap \"I've arrived\" again.", code="position_unknown",
-                       details={"radius_m": radius})
+        return Assessment("position_unknown", "We have no position from you yet: go on duty so your phone shares "
+                          "its location, then tap \"I've arrived\" again.", {"radius_m": radius})
     age_s = max(0, now - fix.at_ms) // 1000
     if now - fix.at_ms > stale_ms:
-        raise Conflict(f"Your last shared position is {_age(age_s)} old: keep PartyPilot open with location on "
-                       "so it can share a fresh one, then tap \"I've arrived\" again.", code="position_stale",
-                       details={"radius_m": radius, "fix_age_s": age_s, "stale_after_s": stale_ms // 1000})
+        return Assessment("position_stale", f"Your last shared position is {_age(age_s)} old: keep PartyPilot open "
+                          "with location on so it can share a fresh one, then tap \"I've arrived\" again.",
+                          {"radius_m": radius, "fix_age_s": age_s, "stale_after_s": stale_ms // 1000})
     distance = haversine_m(fix.lat, fix.lng, venue_lat, venue_lng)
     allowance = min(fix.accuracy_m or 0.0, float(radius))
+    details = {"distance_m": round(distance), "radius_m": radius,
+               "accuracy_m": None if fix.accuracy_m is None else round(fix.accuracy_m), "fix_age_s": age_s}
     if distance - allowance > radius:
-        raise Conflict(f"You are {_far(distance)} from the venue. Mark arrival when you are within {_far(radius)} "
-                       "of it.", code="not_at_venue",
-                       details={"distance_m": round(distance), "radius_m": radius,
-                                "accuracy_m": None if fix.accuracy_m is None else round(fix.accuracy_m),
-                                "fix_age_s": age_s})
+        return Assessment("not_at_venue", f"You are {_far(distance)} from the venue. Mark arrival when you are "
+                          f"within {_far(radius)} of it.", details)
+    return Assessment(None, "You are at the venue.", details)
+
+
+def unverified_flag(found: Assessment, reason: str, at: str) -> dict[str, Any]:
+    """What an order records when its partner marked arrival away from the venue, with a reason."""
+    return {"code": found.code, "reason": reason, "distance_m": found.details.get("distance_m"),
+            "radius_m": found.details.get("radius_m"), "fix_age_s": found.details.get("fix_age_s"), "at": at}
+
+
+def unverified_note(found: Assessment, reason: str) -> str:
+    """The history entry's reason: what the check said, then the partner's words."""
+    distance = found.details.get("distance_m")
+    where = {"not_at_venue": f"{_far(float(distance or 0))} from the venue",
+             "position_stale": "with no fresh position", "position_unknown": "with no position"}[str(found.code)]
+    return f"Marked arrived {where}: {reason}"
 
 
 def _age(seconds: int) -> str:

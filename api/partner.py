@@ -7,17 +7,17 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import earnings
-from api.arrival import check_arrival, last_fix
+from api.arrival import assess, last_fix, unverified_flag, unverified_note
 from api.orders import AssignedOrder, AssignedOrderPage, OrderListQuery, OrderPackage, assigned_view, assigned_views
 from api.paging import PageQuery, page_body
 from api.routing import RouteTable
 from api.schemas import Page, closed
 from core import keys, metrics
 from core.contracts import OFFER_EVENTS, PARTNER_POLLED, LocationPoint, OfferReplyEvent
-from core.errors import Conflict, NotFound, ServiceUnavailable
+from core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from core.http import json_response
 from core.jsonutil import iso, now_ms
 from core.orderflow import PARTNER_NEXT, OrderFlow
@@ -42,6 +42,40 @@ class StatusChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["en_route", "arrived", "setup_complete", "completed"]
     note: str | None = Field(None, max_length=300)
+    reason: str | None = Field(None, max_length=300, description=(
+        "with `arrived` only: why the partner is marking arrival although their position is not within the "
+        "arrival radius (or not fresh). The arrival is then accepted and flagged (`arrival_unverified`)"))
+
+    @field_validator("reason")
+    @classmethod
+    def _words(cls, value: str | None) -> str | None:
+        # Blank is no reason: a tap on "anyway" must say something an admin can act on.
+        if value is None:
+            return None
+        value = " ".join(value.split())
+        if len(value) < 3:
+            raise ValueError("say in a few words why you are marking arrival here")
+        return value
+
+
+class ArrivalCheck(BaseModel):
+    """Where the partner stands against the venue's geofence, judged from their last shared fix."""
+
+    model_config = closed({"order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "at_venue": True, "code": None,
+                           "message": "You are at the venue.", "distance_m": 40, "radius_m": 150, "accuracy_m": 12,
+                           "fix_age_s": 4},
+                          {"order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "at_venue": False, "code": "not_at_venue",
+                           "message": "You are 2.3 km from the venue. Mark arrival when you are within 150 m of it.",
+                           "distance_m": 2310, "radius_m": 150, "accuracy_m": 12, "fix_age_s": 4})
+    order_id: str
+    at_venue: bool = Field(description="true: offer \"I've arrived\" as one tap")
+    code: Literal["not_at_venue", "position_stale", "position_unknown"] | None = Field(
+        description="why not: the code a status change to `arrived` without a reason would be refused with")
+    message: str = Field(description="for the partner, as it is")
+    distance_m: int | None = None
+    radius_m: int
+    accuracy_m: int | None = None
+    fix_age_s: int | None = None
 
 
 class LocationFix(BaseModel):
@@ -256,9 +290,10 @@ async def decline_offer(request: web.Request, *, user: Claims) -> web.Response:
 @routes.put("/partner/orders/{id}/status", summary="Move my order to its next state",
             body=StatusChange, roles=("partner",), response=AssignedOrder,
             responses={404: "no such order assigned to you",
-                       409: "not the next legal state (illegal_transition); for `arrived`, no fresh position "
-                            "within the arrival radius of the venue (not_at_venue, position_stale, "
-                            "position_unknown; details say how far)"})
+                       409: "not the next legal state (illegal_transition); for `arrived` without a `reason`, no "
+                            "fresh position within the arrival radius of the venue (not_at_venue, position_stale, "
+                            "position_unknown; details say how far)",
+                       422: "a `reason` of fewer than 3 characters, or with a status other than `arrived`"})
 async def change_status(request: web.Request, *, body: StatusChange, user: Claims) -> web.Response:
     db = request.config_dict[keys.DB]
     order_id = request.match_info["id"]
@@ -269,16 +304,45 @@ async def change_status(request: web.Request, *, body: StatusChange, user: Claim
     if PARTNER_NEXT.get(current) != body.status:
         raise Conflict(f"an order that is {current} cannot become {body.status}", code="illegal_transition",
                        details={"status": current, "requested": body.status, "next": PARTNER_NEXT.get(current)})
+    if body.reason is not None and body.status != "arrived":
+        raise ValidationFailed("a reason goes with arrived only",
+                            details=[{"field": "reason", "message": "only an arrival takes a reason"}])
+    at = iso()
+    fields: dict[str, Any] = {f"{body.status}_at": at}
+    note = body.note
     if body.status == "arrived":
-        # The customer is told "your partner is at the venue": only a fresh fix near it says so.
+        # The customer is told "your partner is at the venue": a fresh fix near it says so; the
+        # partner's word with a reason is accepted too, but flagged for admins.
         fix = await last_fix(request.config_dict[keys.REDIS], db, user.user_id)
-        check_arrival(fix, order.get("address") or {}, request.config_dict[keys.SETTINGS])
+        found = assess(fix, order.get("address") or {}, request.config_dict[keys.SETTINGS])
+        if found.code is not None and body.reason is None:
+            raise Conflict(found.message, code=found.code, details={**found.details, "reason_accepted": True})
+        if found.code is not None and body.reason is not None:
+            fields["arrival_unverified"] = unverified_flag(found, body.reason, at)
+            note = unverified_note(found, body.reason)
+            logger.info("order %s marked arrived away from the venue (%s)", order_id, found.code)
     after = await OrderFlow(db, request.config_dict[keys.REDIS]).transition(
-        order_id, body.status, by_role="partner", by_id=user.user_id, reason=body.note,
+        order_id, body.status, by_role="partner", by_id=user.user_id, reason=note,
         allowed_from=frozenset({current}), expect={"partner_id": user.user_id},
-        set_fields={f"{body.status}_at": iso()},
+        set_fields=fields,
     )
     return json_response(await assigned_view(db, after))
+
+
+@routes.get("/partner/orders/{id}/arrival", summary="Am I at the venue? (the geofence behind one-tap arrival)",
+            roles=("partner",), response=ArrivalCheck, responses={404: "no such order assigned to you"})
+async def arrival_check(request: web.Request, *, user: Claims) -> web.Response:
+    db = request.config_dict[keys.DB]
+    order_id = request.match_info["id"]
+    order = await db.orders.find_one({"_id": order_id}, {"partner_id": 1, "address": 1})
+    if order is None or order.get("partner_id") != user.user_id:
+        raise NotFound("no such order assigned to you")
+    fix = await last_fix(request.config_dict[keys.REDIS], db, user.user_id)
+    found = assess(fix, order.get("address") or {}, request.config_dict[keys.SETTINGS])
+    d = found.details
+    return json_response({"order_id": order_id, "at_venue": found.at_venue, "code": found.code,
+                          "message": found.message, "distance_m": d.get("distance_m"), "radius_m": d["radius_m"],
+                          "accuracy_m": d.get("accuracy_m"), "fix_age_s": d.get("fix_age_s")})
 
 
 @routes.put("/partner/location", summary="Report my position (REST fallback for the socket)",

@@ -135,9 +135,10 @@ class Settings(BaseSettings):
     # or a location report).
     partner_poll_window_s: float = Field(45.0, gt=0)
     fleet_tick_s: float = 1.0
-    # "I've arrived" is accepted only from a fresh fix within this many metres of the venue (plus
-    # the fix's own accuracy, up to this much again): GPS in a built-up street is often ±50-100 m.
-    arrival_radius_m: int = Field(300, ge=25, le=5000)
+    # The venue's geofence: a fresh fix within this many metres of it (plus
+    # the fix's own accuracy, up to this much again: GPS in a built-up street is often ±50-100 m)
+    # offers the partner "I've arrived" as one tap; farther away it needs a reason and is flagged.
+    arrival_radius_m: int = Field(150, ge=25, le=5000)
     simulate_partners: int = 12
 
     # outside services: empty means "use the local implementation"

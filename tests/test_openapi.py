@@ -328,6 +328,7 @@ async def test_real_answers_match_their_documented_schemas(pay_client: TestClien
                         json=order_body(package["id"], "cash"))
     await call("PUT", f"/api/admin/orders/{walked['id']}/assign", 200, auth=admin, json={"partner_id": walker})
     await call("PUT", "/api/partner/location", 200, auth=p_walker, json={**BENGALURU, "accuracy": 10, "ts": now_ms()})
+    await call("GET", f"/api/partner/orders/{walked['id']}/arrival", 200, auth=p_walker)
     for status in ("en_route", "arrived", "setup_complete", "completed"):
         await call("PUT", f"/api/partner/orders/{walked['id']}/status", 200, auth=p_walker, json={"status": status})
     await call("PUT", f"/api/partner/orders/{walked['id']}/status", 409, auth=p_walker, json={"status": "completed"})

@@ -237,7 +237,7 @@ async def test_arrival_needs_a_fresh_position_near_the_venue(
     url = f"/api/partner/orders/{order_id}/status"
     venue = (BENGALURU["lat"], BENGALURU["lng"])
     radius = client.app[keys.SETTINGS].arrival_radius_m
-    assert radius == 300  # PARTYPILOT_ARRIVAL_RADIUS_M
+    assert radius == 150  # PARTYPILOT_ARRIVAL_RADIUS_M
 
     async def arrive() -> tuple[int, dict[str, Any]]:
         resp = await client.put(url, json={"status": "arrived"}, headers=auth)
@@ -256,7 +256,7 @@ async def test_arrival_needs_a_fresh_position_near_the_venue(
     await fix(*destination(*venue, 90, 3_100), ts=t)  # 3.1 km east
     status, body = await arrive()
     assert status == 409 and body["error"]["code"] == "not_at_venue"
-    assert body["error"]["details"]["radius_m"] == 300 and 3_050 < body["error"]["details"]["distance_m"] < 3_150
+    assert body["error"]["details"]["radius_m"] == 150 and 3_050 < body["error"]["details"]["distance_m"] < 3_150
     assert body["error"]["message"].startswith("You are 3.1 km from the venue")
 
     # A fix is judged by its own time: one taken two minutes ago is stale, whenever it arrived.
@@ -265,8 +265,8 @@ async def test_arrival_needs_a_fresh_position_near_the_venue(
     assert status == 409 and body["error"]["code"] == "position_stale"
     assert body["error"]["details"]["stale_after_s"] == 90
 
-    # 380 m away with a ±100 m fix: within the radius once the fix's own uncertainty is allowed for.
-    await fix(*destination(*venue, 90, 380), ts=now_ms(), accuracy=100)
+    # 230 m away with a ±100 m fix: within the radius once the fix's own uncertainty is allowed for.
+    await fix(*destination(*venue, 90, 230), ts=now_ms(), accuracy=100)
     status, body = await arrive()
     assert status == 200 and body["status"] == "arrived"
     order = await db.orders.find_one({"_id": order_id})

@@ -655,6 +655,7 @@ function shared(ts) {
   }
   duty.refusal = null;
   renderFreshness();
+  checkArrival();
 }
 
 // When the server last got a position from this partner outlives a reload: what it shows about
@@ -942,7 +943,102 @@ function renderJob() {
       next ? el('button', { type: 'button', class: 'primary', id: 'next-status', text: next[1],
         on: { click: (e) => busy(e.currentTarget, status, () => advance(job, next[0])) } }) : null,
       navigate),
+    job.status === 'en_route' ? el('p', { id: 'arrival-hint', class: 'arrival-hint', role: 'status' }) : null,
+    el('div', { id: 'arrival-reason-box' }),
     status);
+  renderArrival();
+  if (job.status === 'en_route') checkArrival();
+}
+
+// ---- arrival by geofence ------------------------------------------------------------------
+// After each fix the server accepted, the page asks where the partner stands against the venue
+// (GET /api/partner/orders/{id}/arrival, judged from the server's copy of the fix). Inside the
+// radius, "I've arrived" is offered as one tap; outside it, a tap is refused (409) and the page
+// offers to mark arrival anyway with a reason, which the order keeps and admins see.
+const ARRIVAL_ASK_MS = 5_000;  // at most one question per this, whatever the fix rate
+const arrival = { orderId: null, answer: null, askedAt: 0, asking: false, told: null, later: 0 };
+
+async function checkArrival() {
+  const job = state.job;
+  if (!job || job.status !== 'en_route') return;
+  const wait = arrival.askedAt + ARRIVAL_ASK_MS - Date.now();
+  if (arrival.asking || wait > 0) {
+    // Asked a moment ago: ask once more when the window passes, so the newest fix is judged.
+    clearTimeout(arrival.later);
+    arrival.later = setTimeout(checkArrival, Math.max(wait, 500));
+    return;
+  }
+  arrival.asking = true;
+  arrival.askedAt = Date.now();
+  try {
+    const answer = await get(`/api/partner/orders/${encodeURIComponent(job.id)}/arrival`);
+    if (state.job?.id !== job.id) return;
+    arrival.orderId = job.id;
+    arrival.answer = answer;
+    renderArrival();
+    if (answer.at_venue && arrival.told !== job.id) {
+      // Once per job: bring the button into view (a toast would sit over it) and buzz.
+      arrival.told = job.id;
+      $('#next-status')?.scrollIntoView({ block: 'center', behavior: 'smooth' });
+      try { navigator.vibrate?.(200); } catch { /* no vibration */ }
+    }
+  } catch { /* a hint only: the tap itself is judged by the server */ } finally {
+    arrival.asking = false;
+  }
+}
+
+function renderArrival() {
+  const hint = $('#arrival-hint');
+  const button = $('#next-status');
+  const answer = arrival.orderId === state.job?.id ? arrival.answer : null;
+  const here = !!answer?.at_venue && state.job?.status === 'en_route';
+  button?.classList.toggle('at-venue', here);
+  if (!hint) return;
+  hint.dataset.here = String(here);
+  if (!answer) hint.textContent = 'Arrival opens when your phone shares a position at the venue.';
+  else if (here) hint.textContent = 'You are at the venue: tap "I\'ve arrived".';
+  else if (answer.code === 'not_at_venue') {
+    hint.textContent = `You are ${metresText(answer.distance_m)} from the venue. Arrival opens within ${answer.radius_m} m.`;
+  } else hint.textContent = answer.message;
+}
+
+function metresText(metres) {
+  return metres >= 1000 ? `${(metres / 1000).toFixed(1)} km` : `${Math.round(metres / 10) * 10} m`;
+}
+
+/** "I've arrived" was refused for the position: offer to mark arrival anyway, with a reason. */
+function askReason(job, err) {
+  const box = $('#arrival-reason-box');
+  if (!box) return;
+  const status = el('p', { class: 'status', role: 'status', hidden: true });
+  const input = el('textarea', { id: 'arrival-reason', name: 'reason', rows: 2, maxlength: 300, required: true,
+    placeholder: 'For example: the gate is on the service road; GPS is weak inside the hall' });
+  const form = el('form', { class: 'stack arrival-reason', novalidate: true },
+    el('p', { class: 'status', role: 'alert', dataset: { kind: 'error' }, text: err.message }),
+    el('label', { for: 'arrival-reason', text: 'Already at the venue? Say why, and we mark arrival anyway' }),
+    input,
+    el('small', { class: 'hint', text: 'The customer is told you have arrived; the team sees your reason.' }),
+    el('div', { class: 'row' },
+      el('button', { type: 'submit', class: 'primary', text: 'Mark arrived anyway' }),
+      el('button', { type: 'button', class: 'secondary', text: 'Not yet',
+        on: { click: () => mount(box) } })),
+    status);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const reason = input.value.trim();
+    if (reason.length < 3) {
+      say(status, 'Say in a few words why you are marking arrival here.', 'error');
+      input.focus();
+      return;
+    }
+    busy(form.querySelector('button[type=submit]'), status, async () => {
+      const after = await put(`/api/partner/orders/${encodeURIComponent(job.id)}/status`, { status: 'arrived', reason });
+      state.job = ACTIVE.includes(after.status) ? after : null;
+      renderJob();
+    });
+  });
+  mount(box, form);
+  input.focus();
 }
 
 /** Share a position taken now and wait for the server's answer ("I've arrived" is judged by it). */
@@ -965,6 +1061,10 @@ async function advance(job, next) {
     const after = await put(`/api/partner/orders/${encodeURIComponent(job.id)}/status`, { status: next });
     state.job = ACTIVE.includes(after.status) ? after : null;
   } catch (err) {
+    if (next === 'arrived' && err.details?.reason_accepted) {
+      askReason(job, err);
+      return;
+    }
     if (err.code !== 'network') throw err;
     // Offline: keep the change with its time and send it when the connection returns.
     await queueAction({ kind: 'status', order_id: job.id, status: next, at: new Date().toISOString(),

@@ -7,6 +7,7 @@ is always the document in MongoDB.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -148,6 +149,17 @@ OFFER_HOLDERS = "pp:offer:{order_id}:holders"
 FLEET_BUSY = "pp:fleet:busy"
 # STRING: present while the fleet index matches MongoDB; missing after Redis lost its data.
 FLEET_EPOCH = "pp:fleet:epoch"
+# HASH per UTC day ("2026-12-03"): partner_id -> jobs assigned that day (counted once per
+# assignment). Ranking puts the partner with the fewest first among those about as close, so a day's
+# jobs spread evenly; it expires two days later.
+FLEET_JOBS_DAY = "pp:fleet:jobs:{day}"
+JOBS_DAY_TTL_S = 2 * 24 * 3600
+
+
+def jobs_day_key(at_ms: int) -> str:
+    """The FLEET_JOBS_DAY hash for the UTC day of `at_ms`."""
+    return FLEET_JOBS_DAY.format(day=datetime.fromtimestamp(at_ms / 1000, UTC).date().isoformat())
+
 # GEO: the index matching searches: only partners on duty with a fresh, known fix (going off duty,
 # suspension and staleness remove them; their next ping re-adds them). FLEET_GEO keeps everyone
 # with a position for the admin map.

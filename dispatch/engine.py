@@ -212,6 +212,9 @@ class Engine:
             # Here, in event order, not in the task spawned below: a reassignment handled with the
             # next event must find this mark to clear it, or the first partner stays busy.
             await self.fleet.set_job(event.partner_id, event.order_id)
+            # Every process hears the event; one counts the job (fairness in ranking).
+            if await self.offers.claim_once(f"counted:{event.order_id}:{event.version}"):
+                await self.fleet.count_job(event.partner_id)
         for pid in replaced:
             await self.fleet.clear_job_if(pid, event.order_id)
         if replaced and await self.offers.claim_once(f"replaced:{event.order_id}:{event.version}"):

@@ -27,12 +27,14 @@ from core.contracts import (
     FLEET_ONLINE,
     FLEET_SEARCH,
     FLEET_SEEN,
+    JOBS_DAY_TTL_S,
     PARTNER_OFFER,
     PARTNER_POLLED,
     PARTNER_POSITIONS,
     PARTNER_SOCKETS,
     PARTNER_STATE,
     LocationPoint,
+    jobs_day_key,
 )
 from core.jsonutil import dumps, now_ms
 from core.orderflow import TRACKABLE
@@ -470,6 +472,20 @@ class FleetIndex:
             pipe.hset(state_key(partner_id), mapping={"idle_since": now})
         await self._mark_changed(keys=[FLEET_CHANGED], args=[partner_id], client=pipe)
         await pipe.execute()
+
+    async def count_job(self, partner_id: str) -> None:
+        """One more job today for the partner (call once per assignment: see Engine._order_event)."""
+        key = jobs_day_key(now_ms())
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, partner_id, 1)
+        pipe.expire(key, JOBS_DAY_TTL_S)
+        await pipe.execute()
+
+    async def jobs_today(self, partner_ids: Sequence[str]) -> list[int]:
+        """Jobs assigned to each partner since 00:00 UTC (0 when none, or Redis lost the count)."""
+        if not partner_ids:
+            return []
+        return [int(n or 0) for n in await self.redis.hmget(jobs_day_key(now_ms()), list(partner_ids))]
 
     # --- presence: who can receive an offer ----------------------------------------------------
 

@@ -76,6 +76,7 @@ class Matcher:
         if not keep:
             return Search([], skipped, leases)
         etas = await self.travel.etas([k[4] for k in keep], (lat, lng), [k[3] for k in keep])
-        ranked = rank([Candidate(pid, round(dist), eta, idle)
-                       for (pid, dist, idle, _, _), eta in zip(keep, etas, strict=True)], self.fair_eta_s)
+        jobs = await self.fleet.jobs_today([k[0] for k in keep])
+        ranked = rank([Candidate(pid, round(dist), eta, idle, done)
+                       for (pid, dist, idle, _, _), eta, done in zip(keep, etas, jobs, strict=True)], self.fair_eta_s)
         return Search(ranked, skipped, leases)

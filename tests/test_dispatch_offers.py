@@ -6,7 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from core.contracts import FLEET_BUSY, FLEET_SEARCH, OFFER_EVENTS, OfferMessage, OfferReplyEvent, OfferRevokedMessage
+from core.contracts import (
+    FLEET_BUSY,
+    FLEET_SEARCH,
+    OFFER_EVENTS,
+    OfferMessage,
+    OfferReplyEvent,
+    OfferRevokedMessage,
+    jobs_day_key,
+)
+from core.jsonutil import now_ms
 from geo.areas import approximate
 from geo.distance import destination
 from tests.dispatch_helpers import CENTER, Env, make_partner, start_env
@@ -232,6 +241,28 @@ async def test_among_partners_about_as_close_the_one_idle_longest_is_offered_fir
     candidates = (await env.audited(oid, "candidates"))["data"]["candidates"]
     assert [x["partner_id"] for x in candidates][:1] == [waited]
     assert candidates[-1]["partner_id"] == far_idle  # beyond the window: ETA order again
+
+
+async def test_among_partners_about_as_close_the_one_with_fewer_jobs_today_goes_first(start_env: StartEnv) -> None:
+    # Idle time says who waited, not how many jobs each got: a partner who already did three
+    # today waits behind one who did one, however long each has been idle since.
+    env = await start_env(dispatch_fair_eta_s=300)
+    busy_day, b = await env.partner(*near(300, bearing=0))    # idle longest and closest, 3 jobs today
+    quiet_day, q = await env.partner(*near(900, bearing=90))  # 1 job today
+    await env.redis.hset(jobs_day_key(now_ms()), mapping={busy_day: 3, quiet_day: 1})
+    _, oid = await env.order(*CENTER)
+
+    assert (await q.wait_for("offer"))["order_id"] == oid
+    assert not b.events["offer"]
+    candidates = (await env.audited(oid, "candidates"))["data"]["candidates"]
+    assert [(x["partner_id"], x["jobs_today"]) for x in candidates] == [(quiet_day, 1), (busy_day, 3)]
+    # The accepted job counts once, whoever accepts it.
+    assert (await q.call("offer_reply", {"order_id": oid, "accept": True}))["ok"]
+    for _ in range(50):
+        if await env.redis.hget(jobs_day_key(now_ms()), quiet_day) == "2":
+            break
+        await asyncio.sleep(0.1)
+    assert await env.redis.hmget(jobs_day_key(now_ms()), [quiet_day, busy_day]) == ["2", "3"]
 
 
 async def test_with_no_fair_window_the_nearest_partner_is_offered_first(start_env: StartEnv) -> None:

@@ -24,12 +24,14 @@ def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-async def _admin(client: TestClient[Any, Any], token_for: Callable[..., str], **fields: Any) -> tuple[str, dict[str, str]]:
+async def _admin(client: TestClient[Any, Any], token_for: Callable[..., str],
+                 **fields: Any) -> tuple[str, dict[str, str]]:
     admin_id = await make_user(db_of(client.app), "admin", **fields)
     return admin_id, bearer(token_for(admin_id, "admin"))
 
 
-async def _record(client: TestClient[Any, Any], order_id: str, entries: list[tuple[float, str, dict[str, Any]]]) -> None:
+async def _record(client: TestClient[Any, Any], order_id: str,
+                  entries: list[tuple[float, str, dict[str, Any]]]) -> None:
     """Write audit entries as dispatch writes them (dispatch.audit.AuditTrail.record)."""
     await db_of(client.app)[DISPATCH_AUDIT].insert_many([
         {"_id": uuid.uuid4().hex, "order_id": order_id, "at": iso(T0 + timedelta(seconds=offset)), "event": event,

@@ -39,8 +39,9 @@ async def add_order(site: Site, status: str = "placed", lat: float = 12.9716, ln
     order_id = uuid.uuid4().hex
     now = iso()
     customer_id = uuid.uuid4().hex
-    await site.db.users.insert_one({"_id": customer_id, "role": "customer", "email": f"{customer_id[:8]}@example.com",
-                                    "name": "Asha Rao", "phone": f"+9198{uuid.uuid4().int % 10**8:08d}", "addresses": [],
+    await site.db.users.insert_one({"_id": customer_id, "role": "customer",
+                                    "email": f"{customer_id[:8]}@example.com", "name": "Asha Rao",
+                                    "phone": f"+9198{uuid.uuid4().int % 10**8:08d}", "addresses": [],
                                     "created_at": now, "deleted": 0})
     await site.db.orders.insert_one({
         "_id": order_id, "customer_id": customer_id, "package_id": uuid.uuid4().hex,

@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     arrival_radius_m: int = Field(150, ge=25, le=5000)
     simulate_partners: int = 12
 
+    # Map tiles for every page's map ({z}/{x}/{y} template, handed to pages by GET /config.json).
+    # OpenStreetMap's public tiles are for light use only: production sets its own provider, and
+    # adds the provider's host to img-src in nginx.conf's Content-Security-Policy. The attribution
+    # is plain text (shown escaped), as the provider's terms word it.
+    map_tile_url: str = Field("https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+                              pattern=r"^https?://[^/\s]+/\S*\{z\}\S*\{x\}\S*\{y\}\S*$")
+    map_attribution: str = Field("© OpenStreetMap contributors", min_length=1, max_length=300)
+
     # outside services: empty means "use the local implementation"
     stripe_secret_key: SecretStr | None = None
     stripe_publishable_key: str | None = None

@@ -74,6 +74,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
     """The settings pages must agree with the server on, and the server's clock (so a phone can
     judge its fixes' age as the server does). Public: nothing here is secret."""
     return {"ping_interval_s": settings.ping_interval_s, "stale_after_intervals": STALE_AFTER_INTERVALS,
+            "map_tile_url": settings.map_tile_url, "map_attribution": settings.map_attribution,
             "server_time_ms": now_ms()}
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from core.settings import Settings
@@ -154,4 +155,45 @@ async def test_markers_glide_for_a_second_or_jump_for_reduced_motion(
         await b.page.goto(site.url + "/customer")
         moved = await b.page.evaluate(GLIDE)
         assert moved["early"] == 12.96  # no animation at all
+        b.assert_no_errors()
+
+
+# A 1x1 transparent PNG: what the fake tile server answers for every tile.
+PIXEL = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                      "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
+
+
+async def test_the_map_tiles_and_their_credit_come_from_the_settings(
+        aiohttp_server: Any, make_settings: Callable[..., Settings], redis: Redis,
+        token_for: Callable[[str, Role], str], chromium: Chromium) -> None:
+    asked: list[str] = []
+
+    async def tile(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.Response(body=PIXEL, content_type="image/png", headers={"Access-Control-Allow-Origin": "*"})
+
+    tiles = web.Application()
+    tiles.router.add_get("/t/{z}/{x}/{y}.png", tile)
+    tile_server = await aiohttp_server(tiles, host="127.0.0.1")
+    template = f"http://127.0.0.1:{tile_server.port}/t/{{z}}/{{x}}/{{y}}.png"
+    credit = "Tiles © <b>Acme Maps</b>"
+    site = await start_site(aiohttp_server, make_settings, redis, token_for, map_tile_url=template,
+                            map_attribution=credit)
+    config = await site.call("GET", "/config.json")
+    assert config["map_tile_url"] == template and config["map_attribution"] == credit
+
+    order_id, _, token = await tracking_link(site, "Tile Party", "tiles@example.com")
+    partner_id = await add_partner(site, "Kiran Shetty", "kiran-tiles@example.com")
+    await site.call("PUT", f"/api/admin/orders/{order_id}/assign", json={"partner_id": partner_id})
+    async with browse(chromium, **PHONE) as b:
+        page = b.page
+        await page.goto(site.url + "/track?t=" + token)
+        await page.locator("#tracking").wait_for(state="visible")
+        # The credit is shown as the provider wrote it, as text (no markup from a setting).
+        attribution = page.locator("#track-map .leaflet-control-attribution")
+        await attribution.filter(has_text="Tiles © <b>Acme Maps</b>").wait_for()
+        assert await attribution.locator("b").count() == 0
+        await page.wait_for_function("document.querySelectorAll('#track-map img.leaflet-tile-loaded').length > 0")
+        assert asked and all(p.startswith("/t/") for p in asked)
+        assert not [u for u in b.blocked if "openstreetmap" in u]  # the default provider is never asked
         b.assert_no_errors()

@@ -1,7 +1,7 @@
 // Leaflet helpers: a map that works offline (tiles are optional), pins built without innerHTML,
 // and a marker that moves honestly: one fix behind, animated, frozen when the feed goes stale.
-import { TILE_URL, TILE_ATTRIBUTION, TILE_MAX_ZOOM, DEFAULT_CENTER, DEFAULT_ZOOM, WEAK_GPS_M, MIN_MOVE_M }
-  from './config.js';
+import { TILE_MAX_ZOOM, DEFAULT_CENTER, DEFAULT_ZOOM, WEAK_GPS_M, MIN_MOVE_M } from './config.js';
+import { serverSettings } from './settings.js';
 import { el } from './ui.js';
 import { get } from './api.js';
 
@@ -11,10 +11,20 @@ const L = window.L;
 export const GLIDE_MS = 1000;
 const stillness = window.matchMedia?.('(prefers-reduced-motion: reduce)');
 
+/** Leaflet writes attributions as HTML; ours is plain text from the server's settings. */
+function asText(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
 export function createMap(element, { center = DEFAULT_CENTER, zoom = DEFAULT_ZOOM } = {}) {
   const map = L.map(element, { center, zoom, zoomControl: true });
-  // A tile that fails to load (offline, blocked) just leaves the blank background.
-  L.tileLayer(TILE_URL, { maxZoom: TILE_MAX_ZOOM, attribution: TILE_ATTRIBUTION, crossOrigin: true }).addTo(map);
+  // The tile server is the deployment's (map_tile_url in GET /config.json): no tile is asked for
+  // before the answer, so a configured provider is the only one the pages reach. A tile that fails
+  // to load (offline, blocked) just leaves the blank background.
+  serverSettings().then(({ tileUrl, tileAttribution }) => {
+    L.tileLayer(tileUrl, { maxZoom: TILE_MAX_ZOOM, attribution: asText(tileAttribution), crossOrigin: true })
+      .addTo(map);
+  });
   return map;
 }
 

@@ -1,7 +1,10 @@
 // The server's settings a page must agree with (GET /config.json), and how far this device's clock
 // is from the server's. Remembered for a start without a network (the installed partner app opens
 // offline); config.js's constants are the last resort.
-import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS } from './config.js';
+import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS, TILE_URL } from './config.js';
+
+// The server's map_attribution is plain text; this is the same default, as text.
+const TILE_CREDIT = '© OpenStreetMap contributors';
 
 const REMEMBERED = 'pp-config';
 // A network that has not answered by then is treated as down: the page must not wait on it.
@@ -10,17 +13,21 @@ const WAIT_MS = 4_000;
 export const CLOCK_SKEW_WARN_MS = 10_000;
 
 const fallback = { pingIntervalMs: PING_INTERVAL_MS, staleAfterIntervals: STALE_AFTER_INTERVALS, clockOffsetMs: 0,
-  fromServer: false };
+  tileUrl: TILE_URL, tileAttribution: TILE_CREDIT, fromServer: false };
 
 function fromAnswer(answer) {
   const interval = Number(answer?.ping_interval_s);
   const intervals = Number(answer?.stale_after_intervals);
   if (!(interval > 0) || !(intervals > 0)) return null;
-  return { pingIntervalMs: Math.round(interval * 1000), staleAfterIntervals: intervals };
+  const tiles = typeof answer.map_tile_url === 'string' && answer.map_tile_url ? answer.map_tile_url : TILE_URL;
+  const credit = typeof answer.map_attribution === 'string' ? answer.map_attribution : TILE_CREDIT;
+  return { pingIntervalMs: Math.round(interval * 1000), staleAfterIntervals: intervals, tileUrl: tiles,
+    tileAttribution: credit };
 }
 
 /**
- * { pingIntervalMs, staleAfterIntervals, clockOffsetMs (server minus device), fromServer }.
+ * { pingIntervalMs, staleAfterIntervals, tileUrl, tileAttribution, clockOffsetMs (server minus device),
+ * fromServer }.
  * Never throws: offline it answers with the last settings this device saw.
  */
 export async function loadSettings() {

@@ -330,3 +330,48 @@ async def dark_partners(request: web.Request) -> web.Response:
     # Never heard from first, then the longest dark.
     items.sort(key=lambda i: float("-inf") if i["dark_s"] is None else -int(i["dark_s"]))
     return json_response({"items": items, "total": len(items)})
+
+
+# --- who to call about an order --------------------------------------------------------------------
+
+
+class Contact(BaseModel):
+    model_config = closed()
+    id: str
+    name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+
+
+class OrderContacts(BaseModel):
+    model_config = closed({"order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d",
+                           "customer": {"id": "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f", "name": "Asha Rao",
+                                        "phone": "+919845012345", "email": "asha@example.com"},
+                           "partner": {"id": "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", "name": "Ravi Kumar",
+                                       "phone": "+919845000001", "email": "ravi@kumarparty.example"}})
+    order_id: str
+    customer: Contact | None = Field(description="null when the account was deleted")
+    partner: Contact | None = Field(description="the assigned partner; null when none")
+
+
+@routes.get("/admin/orders/{id}/contacts", summary="The customer and the partner of an order, to call them",
+            roles=ADMIN, response=OrderContacts, responses={404: "no such order"})
+async def order_contacts(request: web.Request) -> web.Response:
+    db = request.config_dict[keys.DB]
+    order_id = request.match_info["id"]
+    order = await db.orders.find_one({"_id": order_id}, {"customer_id": 1, "partner_id": 1})
+    if order is None:
+        raise NotFound("no such order")
+    customer = await db.users.find_one({"_id": str(order.get("customer_id") or "")},
+                                       {"name": 1, "phone": 1, "email": 1, "deleted": 1})
+    partner = await db.partners.find_one({"_id": str(order["partner_id"])},
+                                         {"contact_name": 1, "company_name": 1, "phone": 1, "email": 1}
+                                         ) if order.get("partner_id") else None
+    return json_response({
+        "order_id": order_id,
+        "customer": None if customer is None or customer.get("deleted") else {
+            "id": str(customer["_id"]), "name": customer.get("name"), "phone": customer.get("phone"),
+            "email": customer.get("email")},
+        "partner": None if partner is None else {
+            "id": str(partner["_id"]), "name": _name(partner), "phone": partner.get("phone"),
+            "email": partner.get("email")}})

@@ -237,3 +237,20 @@ async def test_partners_whose_tracking_went_dark_mid_job_are_listed_with_their_j
     assert [i["name"] for i in body["items"]] == ["Dark Dan"]
     dan = body["items"][0]
     assert 590 <= dan["dark_s"] <= 620 and dan["order_status"] == "en_route" and dan["package"] == "Test Package"
+
+
+async def test_an_orders_contacts_name_the_customer_and_the_partner_to_call(
+        client: TestClient[Any, Any], token_for: Callable[..., str]) -> None:
+    db = db_of(client.app)
+    _, admin = await _admin(client, token_for)
+    customer = await make_user(db, name="Asha Rao", phone="+919845012345")
+    ravi = await make_partner(db, contact_name="Ravi Kumar", phone="+919845000001")
+    order_id = await make_order(db, customer, status="assigned", partner_id=ravi)
+    body = await (await client.get(f"/api/admin/orders/{order_id}/contacts", headers=admin)).json()
+    assert body["customer"] == {"id": customer, "name": "Asha Rao", "phone": "+919845012345",
+                                "email": f"{customer[:10]}@example.test"}
+    assert body["partner"]["name"] == "Ravi Kumar" and body["partner"]["phone"] == "+919845000001"
+    waiting = await make_order(db, await make_user(db, deleted=1), status="placed")
+    body = await (await client.get(f"/api/admin/orders/{waiting}/contacts", headers=admin)).json()
+    assert body["customer"] is None and body["partner"] is None
+    assert (await client.get("/api/admin/orders/nope/contacts", headers=admin)).status == 404

@@ -88,6 +88,10 @@ async def test_an_orders_dispatch_audit_reads_in_plain_words(site: Site, chromiu
         assert [await r.inner_text() for r in await table.all()] == [
             "#1\tRavi Kumar\t430 m\t~2 min\t14 min\toffered", "#2\tMeena Iyer\t2.3 km\t~7 min\t—\t"]
         assert await page.get_by_text("Times in Asia/Kolkata.").is_visible()
+        # Who to call: the customer and the partner, numbers as call links.
+        assert (await page.locator("#panel-customer").inner_text()).startswith("Asha Rao · +9198")
+        assert await page.locator("#panel-partner").get_by_role("link", name="+919800000001").get_attribute(
+            "href") == "tel:+919800000001"
         # The raw entries are there, folded away: no ids or node names in plain sight.
         raw = page.locator("#audit-raw")
         assert await raw.locator("#audit").is_hidden()

@@ -125,6 +125,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/admin/orders/unassigned"): ADMIN_ONLY,
     ("GET", "/admin/orders/{id}/audit"): ADMIN_ONLY,
     ("GET", "/admin/orders/{id}/candidates"): ADMIN_ONLY,
+    ("GET", "/admin/orders/{id}/contacts"): ADMIN_ONLY,
     ("PUT", "/admin/orders/{id}/assign"): ADMIN_ONLY,
     ("GET", "/admin/stats"): ADMIN_ONLY,
     ("GET", "/admin/customers"): ADMIN_ONLY,
@@ -322,7 +323,8 @@ async def _prepare(w: World, caller: str, method: str, path: str) -> Call:
             return Call(method, path.replace("{id}", await make_partner(w.db, "pending")))
         case ("PUT", "/admin/partners/{id}/suspend"):
             return Call(method, path.replace("{id}", await make_partner(w.db, "approved")))
-        case ("GET", "/admin/orders/{id}/audit" | "/admin/orders/{id}/candidates"):
+        case ("GET", "/admin/orders/{id}/audit" | "/admin/orders/{id}/candidates"
+                     | "/admin/orders/{id}/contacts"):
             return Call(method, path.replace("{id}", w.ids["assigned_order"]))
         case ("PUT", "/admin/orders/{id}/assign"):
             return Call(method, f"/admin/orders/{await _owned_order(w)}/assign",

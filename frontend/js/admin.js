@@ -352,9 +352,11 @@ async function openOrder(id) {
   mount(panel, loading('Loading order…'));
   let order;
   let audit;
+  let contacts;
   try {
-    [order, audit] = await Promise.all([get(`/api/orders/${encodeURIComponent(id)}`),
-      get(`/api/admin/orders/${encodeURIComponent(id)}/audit`)]);
+    [order, audit, contacts] = await Promise.all([get(`/api/orders/${encodeURIComponent(id)}`),
+      get(`/api/admin/orders/${encodeURIComponent(id)}/audit`),
+      get(`/api/admin/orders/${encodeURIComponent(id)}/contacts`).catch(() => null)]);
   } catch (err) {
     mount(panel, errorBox(err, () => openOrder(id)));
     return;
@@ -376,7 +378,9 @@ async function openOrder(id) {
         order.payment_option !== 'cash' ? el('span', { class: 'muted', text: ` (${order.payment_status ?? 'unpaid'})` }) : null,
         order.payment_option !== 'cash' ? el('div', {}, el('button', { type: 'button', class: 'link', text: 'Payments of this order',
           on: { click: () => showPaymentsOf(order.id) } })) : null),
-      el('dt', { text: 'Partner' }), el('dd', { text: order.partner_id ? partnerName(order.partner_id) : 'none yet' }),
+      el('dt', { text: 'Customer' }), el('dd', { id: 'panel-customer' }, contactLine(contacts?.customer, 'account deleted')),
+      el('dt', { text: 'Partner' }), el('dd', { id: 'panel-partner' }, order.partner_id
+        ? contactLine(contacts?.partner ?? { name: partnerName(order.partner_id) }, '') : 'none yet'),
       order.notes ? el('dt', { text: 'Notes' }) : null, order.notes ? el('dd', { text: order.notes }) : null),
     ASSIGNABLE.has(order.status) ? assignForm(order) : null,
     el('h3', { text: 'Timeline' }),
@@ -422,6 +426,13 @@ function candidateTable(search, open) {
         el('td', { text: c.idle_s == null ? '—' : durationText(c.idle_s) }),
         el('td', { text: c.offered ? 'offered' : '' })))))),
     search.excluded?.length ? el('p', { class: 'muted', text: `Left out: ${search.excluded.map((e) => `${e.name} (${e.why})`).join(', ')}` }) : null);
+}
+
+/** "Asha Rao · +91 98450 12345" with the number as a call link. */
+function contactLine(person, missing) {
+  if (!person) return missing;
+  return [person.name || '—', person.phone ? ' · ' : null,
+    person.phone ? el('a', { href: `tel:${person.phone}`, text: person.phone }) : null];
 }
 
 /** A moment in the service area's zone (the dispatch story's), as the story tells its times. */

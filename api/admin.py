@@ -474,7 +474,7 @@ class UnassignedOrder(BaseModel):
                            "city": "Bengaluru", "placed_at": "2026-12-03T10:01:10.000Z", "waiting_s": 640,
                            "offered": False, "attempts": 3, "radius_m": 15000,
                            "next_retry_at": "2026-12-03T10:13:00.000Z", "alert_at": "2026-12-03T10:06:00.000Z",
-                           "arrive_before": "2026-12-03T13:00:00.000Z"})
+                           "arrive_before": "2026-12-03T13:00:00.000Z", "timezone": "Asia/Kolkata"})
     id: str
     package: str | None = Field(None, description="the package's name")
     city: str | None = None
@@ -486,6 +486,7 @@ class UnassignedOrder(BaseModel):
     next_retry_at: str | None = Field(None, description="when dispatch tries again on its own (ISO-8601)")
     alert_at: str | None = Field(None, description="when admins were alerted about it (ISO-8601)")
     arrive_before: str | None = Field(None, description="when its arrival window closes (ISO-8601)")
+    timezone: str | None = Field(None, description="the service area's IANA zone, to show these times in")
 
 
 class UnassignedPage(Page[UnassignedOrder]):
@@ -508,7 +509,8 @@ def unassigned_view(order: Mapping[str, Any], now: datetime) -> dict[str, Any]:
             "attempts": int(order.get("dispatch_attempts") or 0),
             "radius_m": int(order["dispatch_radius_m"]) if order.get("dispatch_radius_m") else None,
             "next_retry_at": _iso_ms(order.get("dispatch_retry_ms")) if order.get("dispatch_exhausted") else None,
-            "alert_at": _iso_ms(order.get("dispatch_alert_ms")), "arrive_before": order.get("arrive_before")}
+            "alert_at": _iso_ms(order.get("dispatch_alert_ms")), "arrive_before": order.get("arrive_before"),
+            "timezone": order.get("timezone")}
 
 
 @routes.get("/admin/orders/unassigned", summary="Orders still waiting for a partner, longest waiting first",
@@ -526,7 +528,8 @@ async def unassigned_orders(request: web.Request, *, query: PageQuery) -> web.Re
     total = await db.orders.count_documents(where)
     docs = await db.orders.find(where, {"history": 1, "created_at": 1, "package": 1, "address": 1, "status": 1,
                                         "dispatch_attempts": 1, "dispatch_radius_m": 1, "dispatch_exhausted": 1,
-                                        "dispatch_retry_ms": 1, "dispatch_alert_ms": 1, "arrive_before": 1}
+                                        "dispatch_retry_ms": 1, "dispatch_alert_ms": 1, "arrive_before": 1,
+                                        "timezone": 1}
                                ).sort("created_at", 1).skip(query.skip).limit(query.limit).to_list(None)
     now = datetime.now(UTC)
     return json_response(page_body([unassigned_view(d, now) for d in docs], total, query))

@@ -217,7 +217,7 @@ function renderBoard() {
   mount(box, el('ul', { class: 'orders', id: 'board-list' }, items.map((o) =>
     el('li', { class: 'board-item', dataset: { id: o.id } },
       el('div', { class: 'spread' }, el('strong', { text: o.package?.name ?? 'Order' }), statusBadge(o.status)),
-      el('div', { class: 'muted', text: `${o.event_date} · ${o.address?.city ?? ''} · ${money(o.price, o.currency)}${o.partner_id ? ` · ${partnerName(o.partner_id)}` : ''}${scheduled(o) ? ` · scheduled: offers start ${dateTime(o.dispatch_at)}` : ''}` }),
+      el('div', { class: 'muted', text: `${o.event_date} · ${o.address?.city ?? ''} · ${money(o.price, o.currency)}${o.partner_id ? ` · ${partnerName(o.partner_id)}` : ''}${scheduled(o) ? ` · scheduled: offers start ${venueTime(o.dispatch_at, o.timezone)}` : ''}` }),
       el('div', { class: 'row' },
         el('button', { type: 'button', class: 'secondary', text: 'Open', 'aria-label': `Open order ${o.package?.name ?? ''}`,
           on: { click: () => openOrder(o.id) } }))))));
@@ -267,9 +267,15 @@ function minutesText(seconds) {
   return m < 60 ? `${m} min` : `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
-function clock(iso) {
+/** "18:42" in the venue's zone when known. */
+function clock(iso, timeZone) {
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? '' : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  if (Number.isNaN(d.getTime())) return '';
+  try {
+    return d.toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit', timeZone: timeZone || undefined });
+  } catch {
+    return d.toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit' });
+  }
 }
 
 /** The needs-attention queue: orders with no partner yet whose dispatch time has come (the
@@ -291,12 +297,12 @@ async function loadWaiting() {
   $('#waiting-count').textContent = String(count);
   mount($('#waiting-list'), items.map((o) => {
     const why = o.offered ? 'an offer is out now'
-      : o.attempts ? `nobody took it${o.radius_m ? ` within ${Math.round(o.radius_m / 1000)} km` : ''}${o.next_retry_at ? `; next try ${clock(o.next_retry_at)}` : ''}`
+      : o.attempts ? `nobody took it${o.radius_m ? ` within ${Math.round(o.radius_m / 1000)} km` : ''}${o.next_retry_at ? `; next try ${clock(o.next_retry_at, o.timezone)}` : ''}`
         : 'looking for a partner';
     return el('li', { class: 'board-item', dataset: { id: o.id, kind: 'unassigned' } },
       el('div', { class: 'spread' }, el('strong', { text: `No partner: ${o.package ?? 'order'}` }),
         el('span', { class: o.waiting_s >= 600 ? 'badge warn' : 'badge', text: `waiting ${minutesText(o.waiting_s)}` })),
-      el('div', { class: 'muted', text: [o.city, why, o.arrive_before ? `arrival window closes ${clock(o.arrive_before)}` : null]
+      el('div', { class: 'muted', text: [o.city, why, o.arrive_before ? `arrival window closes ${clock(o.arrive_before, o.timezone)}` : null]
         .filter(Boolean).join(' · ') }),
       el('div', { class: 'row' },
         el('button', { type: 'button', class: 'primary', text: 'Assign', 'aria-label': `Assign ${o.package ?? 'order'}`,
@@ -371,7 +377,7 @@ async function openOrder(id) {
       order.arrive_after ? el('dt', { text: 'Arrival' }) : null,
       order.arrive_after ? el('dd', { id: 'panel-window', text: windowText(order) }) : null,
       scheduled(order) ? el('dt', { text: 'Dispatch' }) : null,
-      scheduled(order) ? el('dd', { id: 'panel-dispatch', text: `scheduled: offers start ${dateTime(order.dispatch_at)}` }) : null,
+      scheduled(order) ? el('dd', { id: 'panel-dispatch', text: `scheduled: offers start ${venueTime(order.dispatch_at, order.timezone)}` }) : null,
       el('dt', { text: 'Venue' }), el('dd', { text: [order.address?.line1, order.address?.city, order.address?.postal_code].filter(Boolean).join(', ') }),
       el('dt', { text: 'Price' }), el('dd', { text: `${money(order.price, order.currency)} (${order.payment_option})` }),
       el('dt', { text: 'Payment' }), el('dd', { id: 'panel-money' }, moneyWords(order),

@@ -152,3 +152,37 @@ async def test_the_admin_fleet_map_shades_the_service_areas(site: Site, chromium
         await areas.first.wait_for(state="attached")
         assert await areas.count() == 2
         b.assert_no_errors()
+
+
+async def test_the_delivery_notice_goes_when_a_new_address_is_typed_over_the_picked_one(
+        site: Site, chromium: Chromium) -> None:
+    await site.add_package("Superhero Training Camp")
+    async with browse(chromium, **PHONE) as b:
+        page = b.page
+        await open_order_form(site, b, "meera@example.com")
+        address, notice = page.get_by_label("Address"), page.locator("#venue-notice")
+        await address.press_sequentially("koramangala 5", delay=40)
+        await page.get_by_role("option", name=re.compile("Koramangala 5th Block")).click()
+        await notice.filter(has_text="We deliver here").wait_for()
+        # Adding the house number keeps the answer: the pin is still that place.
+        await address.press("Home")
+        await address.press_sequentially("14, ", delay=20)
+        assert "We deliver here" in await notice.inner_text()
+
+        # A new address typed over it: the old answer goes at once, before any pick.
+        await address.fill("")
+        await address.press_sequentially("indira", delay=40)
+        await notice.filter(has_text="Pick the new address").wait_for()
+        assert "We deliver here" not in await notice.inner_text()
+        # Changing the date re-reads the slots for the old pin: still no answer about it.
+        await page.get_by_label("Event date").fill((datetime.now(ZoneInfo("Asia/Kolkata")).date()
+                                                    + timedelta(days=5)).isoformat())
+        await page.wait_for_timeout(500)
+        assert "We deliver here" not in await notice.inner_text()
+        await page.screenshot(path="/tmp/venue-notice.png")
+        # Back in the address, picking the new place answers for it.
+        await address.press("End")
+        await address.press_sequentially("nagar", delay=40)
+        await page.get_by_role("option", name=re.compile("^Indiranagar")).first.click()
+        await notice.filter(has_text="We deliver here").wait_for()
+        b.assert_no_errors()

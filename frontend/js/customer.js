@@ -202,6 +202,8 @@ function startOrder() {
 /** Whether we deliver to the placed venue, in plain words, before the order is sent (the answer
  * comes from the arrival slots' check of the venue: one question, one source). */
 function venueSays(text, kind) {
+  // The address was retyped since the pin was placed: an answer about the pin would mislead.
+  if (kind && state.addressDrifted) return;
   const notice = $('#venue-notice');
   notice.hidden = !text;
   notice.textContent = text;
@@ -329,6 +331,7 @@ function placeVenue(lat, lng, { fill = true, zoom = null } = {}) {
   if (!state.locating) locateSays('');  // "pin placed where you are" no longer describes the pin
   if (zoom !== null) state.venueMap.setView([lat, lng], Math.max(zoom, state.venueMap.getZoom()));
   else if (!state.venueMap.getBounds().contains([lat, lng])) state.venueMap.panTo([lat, lng]);
+  state.addressDrifted = false;
   venueSays('Checking whether we deliver here…');
   loadSlots();
 }
@@ -372,10 +375,22 @@ function line1Says(text) {
   $('#line1-hint').textContent = text;
 }
 
+/** The address text the placed pin stands for (after a pick, or the reverse lookup's name for it). */
+function rememberVenueText() {
+  state.venueText = $('#line1').value.trim().toLowerCase();
+}
+
 function onAddressInput() {
   clearTimeout(state.placeTimer);
   state.placeSeq = (state.placeSeq ?? 0) + 1;  // an answer still on its way is for older text
   const text = $('#line1').value.trim();
+  // A new address typed over the picked one: "we deliver here" was about the pin's place, not
+  // this text. Adding a house number keeps the picked text, and the answer.
+  if (state.venueText && !text.toLowerCase().includes(state.venueText) && !$('#venue-notice').hidden) {
+    state.venueText = '';
+    state.addressDrifted = true;
+    venueSays('Pick the new address from the list (or move the pin) and we will say whether we deliver there.');
+  }
   const coords = text.match(COORDINATES);
   if (coords && Math.abs(Number(coords[1])) <= 90 && Math.abs(Number(coords[2])) <= 180) {
     const lat = Number(coords[1]);
@@ -479,6 +494,7 @@ function pickPlace(place) {
   if (place.city) $('#city').value = place.city;
   if (place.postal_code) $('#postal-code').value = place.postal_code;
   line1Says(AFTER_PICK[place.kind] ?? AFTER_PICK.nearby);
+  rememberVenueText();
   state.revealNotice = true;
   placeVenue(place.lat, place.lng, { zoom: PICK_ZOOM[place.kind] ?? 17 });
 }
@@ -527,6 +543,7 @@ async function nameVenue(lat, lng, { overwrite = false } = {}) {
     }
   }
   if (filled) line1Says(AFTER_PICK.nearby);
+  if (filled || overwrite) rememberVenueText();
 }
 
 function locateSays(text, bad = false) {

@@ -313,7 +313,7 @@ async function loadWaiting() {
     el('div', { class: 'spread' }, el('strong', { text: `Tracking dark: ${d.name}` }),
       el('span', { class: 'badge warn', text: d.dark_s == null ? 'never shared a position' : `no GPS for ${minutesText(d.dark_s)}` })),
     el('div', { class: 'muted', text: [d.online ? 'on a job' : 'went off duty during a job', d.package,
-      statusLabel(d.order_status), d.last_fix_at ? `last fix ${clock(d.last_fix_at)}` : null].filter(Boolean).join(' · ') }),
+      statusLabel(d.order_status)].filter(Boolean).join(' · ') }),
     el('div', { class: 'row' },
       el('button', { type: 'button', class: 'secondary', text: 'Open job', 'aria-label': `Open the job of ${d.name}`,
         on: { click: () => openOrder(d.order_id) } }),

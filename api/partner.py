@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import earnings
-from api.arrival import assess, last_fix, unverified_flag, unverified_note
+from api.arrival import Fix, assess, last_fix, unverified_flag, unverified_note
 from api.orders import AssignedOrder, AssignedOrderPage, OrderListQuery, OrderPackage, assigned_view, assigned_views
 from api.paging import PageQuery, page_body
 from api.routing import RouteTable
@@ -23,6 +23,8 @@ from core.jsonutil import iso, now_ms
 from core.orderflow import PARTNER_NEXT, OrderFlow
 from core.tokens import Claims
 from geo.areas import approximate
+from geo.distance import haversine_m
+from geo.eta import eta_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +110,9 @@ class Offer(BaseModel):
                     "duration_min": 180},
         "event_date": "2026-12-19", "guests": 25, "area": "Bengaluru Central", "city": "Bengaluru",
         "approx_location": {"lat": 12.98, "lng": 77.6}, "price": 1_500_000, "currency": "INR", "payout": 1_275_000,
-        "offer_fence": 3, "offer_expires_ms": 1_796_198_400_000, "version": 5})
+        "offer_fence": 3, "offer_expires_ms": 1_796_198_400_000, "version": 5,
+        "arrive_after": "2026-12-19T10:30:00.000Z", "arrive_before": "2026-12-19T13:30:00.000Z",
+        "timezone": "Asia/Kolkata", "asap": False, "distance_m": 2300, "eta_s": 540})
     id: str
     status: str | None
     package: OrderPackage | None
@@ -123,6 +127,14 @@ class Offer(BaseModel):
     offer_fence: int = Field(description="send it back as ?fence= when accepting")
     offer_expires_ms: int = Field(description="when the offer lapses, ms since the epoch")
     version: int
+    arrive_after: str | None = Field(None, description="the arrival slot's start (ISO-8601, UTC)")
+    arrive_before: str | None = Field(None, description="the arrival slot's end (ISO-8601, UTC)")
+    timezone: str | None = Field(None, description="the venue's IANA time zone, to show the slot in local time")
+    asap: bool | None = Field(None, description="true: as soon as possible, by arrive_before")
+    distance_m: int | None = Field(None, description=(
+        "from my last shared position to the venue, straight line, rounded to 100 m (as the socket `offer`); "
+        "null while I have shared none"))
+    eta_s: int | None = Field(None, description="travel time for that distance by my vehicle (geo/ model)")
 
 
 class OfferPage(Page[Offer]):
@@ -195,11 +207,20 @@ class Earnings(Page[EarningsLine]):
     periods: list[PeriodTotals] = Field(description="newest first")
 
 
-def offer_view(order: Mapping[str, Any], rate_bp: int) -> dict[str, Any]:
-    """An order as offered: enough to decide, but no customer contact or exact address."""
+def offer_view(order: Mapping[str, Any], rate_bp: int, origin: Fix | None = None,
+               vehicle_type: str | None = None) -> dict[str, Any]:
+    """An order as offered: enough to decide, but no customer contact or exact address. With the
+    partner's position (`origin`), the distance to the venue rounded to 100 m (so it does not pin
+    the venue either) and the travel time for it."""
     address = order.get("address") or {}
     lat, lng = approximate(float(address.get("lat", 0.0)), float(address.get("lng", 0.0)))
     price = int(order.get("price", 0))
+    distance_m = eta_s = None
+    venue = address.get("lat"), address.get("lng")
+    if origin is not None and all(isinstance(v, int | float) for v in venue):
+        straight = haversine_m(origin.lat, origin.lng, float(address["lat"]), float(address["lng"]))
+        distance_m = int(round(straight, -2))
+        eta_s = eta_seconds(straight, vehicle_type)
     return {
         "id": str(order["_id"]), "status": order.get("status"), "package": order.get("package"),
         "event_date": order.get("event_date"), "guests": order.get("guests"),
@@ -209,6 +230,9 @@ def offer_view(order: Mapping[str, Any], rate_bp: int) -> dict[str, Any]:
         "payout": price - earnings.commission(price, rate_bp),
         "offer_fence": int(order.get("offer_fence", 0)), "offer_expires_ms": int(order.get("offer_expires_ms", 0)),
         "version": int(order.get("version", 0)),
+        "arrive_after": order.get("arrive_after"), "arrive_before": order.get("arrive_before"),
+        "timezone": order.get("timezone"), "asap": bool(order["asap"]) if order.get("asap") is not None else None,
+        "distance_m": distance_m, "eta_s": eta_s,
     }
 
 
@@ -241,7 +265,12 @@ async def open_offers(request: web.Request, *, user: Claims) -> web.Response:
     rate_bp = request.config_dict[keys.SETTINGS].commission_rate_bp
     where = {"status": "offered", "offer_partner_ids": {"$in": [user.user_id]}, "offer_expires_ms": {"$gt": now_ms()}}
     docs = await db.orders.find(where).sort("offer_expires_ms", 1).limit(50).to_list(None)
-    items = [offer_view(doc, rate_bp) for doc in docs]
+    origin = vehicle = None
+    if docs:  # the distance is from where the partner last was, as dispatch measured it
+        origin = await last_fix(request.config_dict[keys.REDIS], db, user.user_id)
+        partner = await db.partners.find_one({"_id": user.user_id}, {"vehicle_type": 1})
+        vehicle = str(partner["vehicle_type"]) if partner and partner.get("vehicle_type") else None
+    items = [offer_view(doc, rate_bp, origin, vehicle) for doc in docs]
     return json_response({"items": items, "total": len(items), "page": 1, "limit": 50})
 
 

@@ -62,6 +62,31 @@ async def test_new_orders_show_only_my_offers_without_private_details(
         assert secret not in text
 
 
+async def test_a_rest_offer_carries_the_slot_and_my_distance_like_the_socket_offer(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    db = db_of(client.app)
+    me = await make_partner(db)
+    auth = bearer(token_for(me, "partner"))
+    order_id = await make_order(db, await make_user(db), arrive_after="2026-12-19T10:30:00.000Z",
+                                arrive_before="2026-12-19T13:30:00.000Z", timezone="Asia/Kolkata", asap=0)
+    await offer_to(db, order_id, [me])
+
+    # No position shared yet: the slot, but no distance to show.
+    offer = (await (await client.get("/api/partner/orders/new", headers=auth)).json())["items"][0]
+    assert offer["arrive_after"] == "2026-12-19T10:30:00.000Z" and offer["arrive_before"] == "2026-12-19T13:30:00.000Z"
+    assert offer["timezone"] == "Asia/Kolkata" and offer["asap"] is False
+    assert offer["distance_m"] is None and offer["eta_s"] is None
+
+    # 2,340 m from the venue: shown rounded to 100 m, as the socket's offer does, with a travel time.
+    lat, lng = destination(BENGALURU["lat"], BENGALURU["lng"], 200, 2_340)
+    resp = await client.put("/api/partner/location", json={"lat": lat, "lng": lng, "accuracy": 10, "ts": now_ms()},
+                            headers=auth)
+    assert (await resp.json())["accepted"] == 1
+    offer = (await (await client.get("/api/partner/orders/new", headers=auth)).json())["items"][0]
+    assert offer["distance_m"] == 2_300 and 0 < offer["eta_s"] < 3_600
+
+
 async def test_fifty_concurrent_accepts_have_exactly_one_winner(
     client: TestClient[Any, Any], token_for: Callable[..., str]
 ) -> None:

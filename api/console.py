@@ -31,6 +31,7 @@ from core.contracts import (
     PARTNER_SOCKETS,
     PARTNER_STATE,
     STALE_AFTER_INTERVALS,
+    jobs_day_key,
 )
 from core.errors import NotFound
 from core.http import json_response
@@ -79,6 +80,7 @@ class AssignCandidate(BaseModel):
     distance_m: int | None = None
     eta_s: int | None = None
     idle_s: int | None = Field(None, description="free for this long")
+    jobs_today: int = Field(0, description="jobs assigned since 00:00 UTC (ranking puts fewer first among the close)")
     fix_age_s: int | None = Field(None, description="age of the last fix")
     lat: float | None = None
     lng: float | None = None
@@ -92,7 +94,8 @@ class CandidateList(BaseModel):
                            "items": [{"partner_id": "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", "name": "Ravi Kumar",
                                       "company_name": "Kumar Party Services", "phone": "+919845000001",
                                       "vehicle_type": "van", "state": "free", "rank": 1, "distance_m": 430,
-                                      "eta_s": 95, "idle_s": 840, "fix_age_s": 12, "lat": 12.973, "lng": 77.592,
+                                      "eta_s": 95, "idle_s": 840, "jobs_today": 2, "fix_age_s": 12,
+                                      "lat": 12.973, "lng": 77.592,
                                       "offer_order_id": None, "job_order_id": None, "current": False}],
                            "total": 1, "page": 1, "limit": 50})
     order_id: str
@@ -117,6 +120,7 @@ class Live:
     idle_since: int
     offer: str | None  # "<order_id>:<fence>" of the offer they hold
     reachable: bool
+    jobs_today: int = 0
 
 
 def _num(value: Any) -> float | None:
@@ -137,7 +141,9 @@ async def live_states(redis: Redis, partner_ids: Sequence[str]) -> dict[str, Liv
         pipe.get(PARTNER_OFFER.format(partner_id=pid))
         pipe.zcount(PARTNER_SOCKETS.format(partner_id=pid), f"({now}", "+inf")
         pipe.exists(PARTNER_POLLED.format(partner_id=pid))
+    pipe.hmget(jobs_day_key(now), list(partner_ids))
     answers = await pipe.execute()
+    jobs = answers.pop()
     out: dict[str, Live] = {}
     for i, pid in enumerate(partner_ids):
         raw, offer, sockets, polled = answers[4 * i: 4 * i + 4]
@@ -148,7 +154,7 @@ async def live_states(redis: Redis, partner_ids: Sequence[str]) -> dict[str, Liv
                         unknown=state["unknown"] == "1", order_id=state["order_id"] or None,
                         idle_since=int(_num(state["idle_since"]) or 0),
                         offer=offer if isinstance(offer, str) and offer else None,
-                        reachable=bool(sockets) or bool(polled))
+                        reachable=bool(sockets) or bool(polled), jobs_today=int(jobs[i] or 0))
     return out
 
 
@@ -195,12 +201,13 @@ def rank_candidates(partners: Sequence[Mapping[str, Any]], states: Mapping[str, 
         idle = live.idle_since if live is not None and live.idle_since > 0 and state in ("free", "offered",
                                                                                             "unreachable") else 0
         if state == "free" and distance is not None and eta is not None:
-            free.append(Candidate(pid, distance, eta, idle))
+            free.append(Candidate(pid, distance, eta, idle, live.jobs_today if live is not None else 0))
         offer_order = live.offer.rsplit(":", 1)[0] if live is not None and live.offer else None
         rows.append({
             "partner_id": pid, "name": _name(doc), "company_name": doc.get("company_name"), "phone": doc.get("phone"),
             "vehicle_type": doc.get("vehicle_type"), "state": state, "rank": None, "distance_m": distance,
             "eta_s": eta, "idle_s": max(0, (now - idle) // 1000) if idle else None,
+            "jobs_today": live.jobs_today if live is not None else 0,
             "fix_age_s": max(0, (now - live.fix_ms) // 1000) if live is not None and live.fix_ms > 0 else None,
             "lat": live.lat if live is not None else None, "lng": live.lng if live is not None else None,
             "offer_order_id": offer_order, "job_order_id": live.order_id if live is not None else None,

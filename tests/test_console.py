@@ -11,7 +11,15 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from core.contracts import DISPATCH_AUDIT, FLEET_BUSY, FLEET_GEO, PARTNER_OFFER, PARTNER_SOCKETS, PARTNER_STATE
+from core.contracts import (
+    DISPATCH_AUDIT,
+    FLEET_BUSY,
+    FLEET_GEO,
+    PARTNER_OFFER,
+    PARTNER_SOCKETS,
+    PARTNER_STATE,
+    jobs_day_key,
+)
 from core.jsonutil import iso, now_ms
 from geo.distance import destination
 from tests.helpers import BENGALURU, bearer, db_of, make_order, make_partner, make_user
@@ -198,6 +206,11 @@ async def test_candidates_are_ranked_as_dispatch_would_with_states_for_the_rest(
     assert by_name["Dev Busy"]["job_order_id"] == other_order
     assert by_name["Indu Current"]["current"] is True and by_name["Asha Near"]["current"] is False
     assert body["venue"] == {"lat": BENGALURU["lat"], "lng": BENGALURU["lng"]}
+    # As dispatch does: among the close, fewer jobs today goes before a longer idle.
+    await redis.hset(jobs_day_key(now_ms()), mapping={p["bala"]: 3, p["asha"]: 1})
+    again = await (await client.get(f"/api/admin/orders/{order_id}/candidates", headers=admin)).json()
+    assert [(r["name"], r["rank"], r["jobs_today"]) for r in again["items"][:3]] == [
+        ("Asha Near", 1, 1), ("Bala Idle", 2, 3), ("Chitra Far", 3, 0)]
 
     # Searching by name reaches approved partners only, positioned or not.
     await make_partner(db, contact_name="Meena Nowhere")

@@ -513,7 +513,7 @@ function assignForm(order) {
       return;
     }
     mount(list, el('div', { class: 'table-wrap' }, el('table', { class: 'compact', id: 'candidate-table' },
-      el('thead', {}, el('tr', {}, ['', 'Rank', 'Partner', 'State', 'Distance', 'ETA', 'Idle', 'Last fix'].map((h) => el('th', { scope: 'col', text: h })))),
+      el('thead', {}, el('tr', {}, ['', 'Rank', 'Partner', 'State', 'Distance', 'ETA', 'Idle', 'Jobs today', 'Last fix'].map((h) => el('th', { scope: 'col', text: h })))),
       el('tbody', {}, rows.map((r) => {
         const radio = el('input', { type: 'radio', name: 'assign-partner', value: r.partner_id, id: `pick-${r.partner_id}`,
           checked: pick.id === r.partner_id, on: { change: () => choose(r) } });
@@ -527,6 +527,7 @@ function assignForm(order) {
           el('td', { text: r.distance_m == null ? '—' : distanceText(r.distance_m) }),
           el('td', { text: r.eta_s == null ? '—' : `~${Math.max(1, Math.round(r.eta_s / 60))} min` }),
           el('td', { text: r.idle_s == null ? '—' : durationText(r.idle_s) }),
+          el('td', { text: String(r.jobs_today ?? 0) }),
           el('td', { text: r.fix_age_s == null ? '—' : `${durationText(r.fix_age_s)} ago` }));
       })))));
   };

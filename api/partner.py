@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api import earnings
 from api.arrival import Fix, assess, last_fix, unverified_flag, unverified_note
 from api.orders import AssignedOrder, AssignedOrderPage, OrderListQuery, OrderPackage, assigned_view, assigned_views
-from api.paging import PageQuery, page_body
+from api.paging import PageQuery, find_page, page_body
 from api.routing import RouteTable
 from api.schemas import Page, closed
 from core import keys, metrics
@@ -243,8 +243,7 @@ async def my_jobs(request: web.Request, *, query: OrderListQuery, user: Claims) 
     where: dict[str, Any] = {"partner_id": user.user_id}
     if query.status is not None:
         where["status"] = query.status
-    total = await db.orders.count_documents(where)
-    docs = await db.orders.find(where).sort("created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
+    docs, total = await find_page(db.orders, where, query, [("created_at", -1)])
     return json_response(page_body(await assigned_views(db, docs), total, query))
 
 

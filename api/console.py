@@ -382,3 +382,118 @@ async def order_contacts(request: web.Request) -> web.Response:
         "partner": None if partner is None else {
             "id": str(partner["_id"]), "name": _name(partner), "phone": partner.get("phone"),
             "email": partner.get("email")}})
+
+
+# --- late and far-away arrivals -------------------------------------------------------------------
+
+
+# How far ahead a window's end is looked at for a projected late arrival: no city trip takes longer,
+# and it bounds the read to orders due soon.
+LATE_LOOKAHEAD_MS = 3 * 3600 * 1000
+# A job whose partner marked arrival away from the venue stays listed while it is in progress.
+_ON_SITE = ("arrived", "setup_complete")
+_ON_THE_WAY = ("assigned", "en_route")
+
+_ATTENTION_EXAMPLE: dict[str, Any] = {
+    "order_id": "9b2f4c1d8e7a4f0b9c3d2e1f0a9b8c7d", "kind": "far_arrival", "package": "Jungle Safari Party",
+    "order_status": "arrived", "partner_id": "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", "partner_name": "Ravi Kumar",
+    "partner_phone": "+919845000001", "timezone": "Asia/Kolkata", "arrive_before": "2026-12-03T13:00:00.000Z",
+    "late_s": None, "eta_s": None, "code": "not_at_venue", "reason": "Gate is round the back",
+    "distance_m": 640, "radius_m": 150, "at": "2026-12-03T12:41:07.000Z"}
+
+
+class AttentionOrder(BaseModel):
+    model_config = closed(_ATTENTION_EXAMPLE)
+    order_id: str
+    kind: Literal["far_arrival", "late"] = Field(description=(
+        "far_arrival: the partner marked arrival away from the venue, with a reason; late: assigned or on the "
+        "way, and the arrival window has closed or will before the partner's ETA"))
+    package: str | None = None
+    order_status: str
+    partner_id: str | None = None
+    partner_name: str | None = None
+    partner_phone: str | None = None
+    timezone: str | None = Field(None, description="the service area's IANA zone, to show the times in")
+    arrive_before: str | None = Field(None, description="when the arrival window closes (ISO-8601)")
+    late_s: int | None = Field(None, description="late: seconds past the window's end the partner will arrive "
+                                                  "(now + ETA)")
+    eta_s: int | None = Field(None, description="late: the partner's travel time from the last fix (null: unknown)")
+    code: str | None = Field(None, description="far_arrival: not_at_venue, position_stale or position_unknown")
+    reason: str | None = Field(None, description="far_arrival: the partner's words")
+    distance_m: int | None = Field(None, description="far_arrival: from the venue when marked arrived")
+    radius_m: int | None = Field(None, description="far_arrival: the arrival radius then")
+    at: str | None = Field(None, description="far_arrival: when it was marked arrived (ISO-8601)")
+
+
+class AttentionList(BaseModel):
+    model_config = closed({"items": [_ATTENTION_EXAMPLE], "total": 1})
+    items: list[AttentionOrder] = Field(description="late ones first (the latest first), then far-away arrivals "
+                                                    "(newest first)")
+    total: int
+
+
+def _int_or_none(value: Any) -> int | None:
+    number = _num(value)
+    return None if number is None else round(number)
+
+
+def late_by(arrive_before_ms: int, now: int, eta_s: int | None) -> int | None:
+    """Seconds the partner will be past the window's end: already late counts from now; on the way,
+    from the ETA (unknown ETA: only an end already passed counts). None when on time."""
+    expected = now + (eta_s or 0) * 1000
+    return (expected - arrive_before_ms) // 1000 if expected > arrive_before_ms else None
+
+
+@routes.get("/admin/orders/attention", summary="Orders arriving late against their window, and arrivals marked "
+            "away from the venue", roles=ADMIN, response=AttentionList)
+async def attention_orders(request: web.Request) -> web.Response:
+    """Late: assigned or on the way, with the window's end already passed, or passing before the ETA
+    from the partner's last fix (local speed model). Far away: arrived or set up with the
+    `arrival_unverified` flag the partner's reason left."""
+    db = request.config_dict[keys.DB]
+    redis: Redis = request.config_dict[keys.REDIS]
+    now = now_ms()
+    projection = {"status": 1, "package": 1, "partner_id": 1, "timezone": 1, "arrive_before": 1,
+                  "arrive_before_ms": 1, "address": 1, "arrival_unverified": 1}
+    due = await db.orders.find({"status": {"$in": list(_ON_THE_WAY)},
+                                "arrive_before_ms": {"$lte": now + LATE_LOOKAHEAD_MS}}, projection).to_list(500)
+    far = await db.orders.find({"status": {"$in": list(_ON_SITE)}, "arrival_unverified": {"$exists": True}},
+                               projection).to_list(500)
+    pids = sorted({str(o["partner_id"]) for o in [*due, *far] if o.get("partner_id")})
+    states = await live_states(redis, [p for p in pids if any(o.get("partner_id") == p for o in due)])
+    partners = {str(d["_id"]): d for d in await db.partners.find(
+        {"_id": {"$in": pids}}, {"contact_name": 1, "company_name": 1, "phone": 1, "vehicle_type": 1}
+    ).to_list(None)} if pids else {}
+
+    def base(order: Mapping[str, Any], kind: str) -> dict[str, Any]:
+        pid = order.get("partner_id")
+        doc = partners.get(str(pid)) if pid else None
+        return {"order_id": str(order["_id"]), "kind": kind, "package": (order.get("package") or {}).get("name"),
+                "order_status": str(order.get("status")), "partner_id": pid,
+                "partner_name": _name(doc) if doc else None, "partner_phone": doc.get("phone") if doc else None,
+                "timezone": order.get("timezone"), "arrive_before": order.get("arrive_before"), "late_s": None,
+                "eta_s": None, "code": None, "reason": None, "distance_m": None, "radius_m": None, "at": None}
+
+    late: list[dict[str, Any]] = []
+    for order in due:
+        live = states.get(str(order.get("partner_id")))
+        venue = _venue(order)
+        eta = None
+        if live is not None and live.lat is not None and live.lng is not None and venue is not None:
+            eta = eta_between(live.lat, live.lng, venue[0], venue[1],
+                              partners.get(str(order.get("partner_id")), {}).get("vehicle_type"))
+        behind = late_by(int(order.get("arrive_before_ms") or 0), now, eta)
+        if behind is not None:
+            late.append({**base(order, "late"), "late_s": behind, "eta_s": eta})
+    late.sort(key=lambda i: -int(i["late_s"]))
+    flagged: list[dict[str, Any]] = []
+    for order in far:
+        flag = order.get("arrival_unverified")
+        if not isinstance(flag, Mapping):
+            continue
+        flagged.append({**base(order, "far_arrival"), "code": flag.get("code"), "reason": flag.get("reason"),
+                        "distance_m": _int_or_none(flag.get("distance_m")),
+                        "radius_m": _int_or_none(flag.get("radius_m")), "at": flag.get("at")})
+    flagged.sort(key=lambda i: str(i["at"] or ""), reverse=True)
+    items = [*late, *flagged]
+    return json_response({"items": items, "total": len(items)})

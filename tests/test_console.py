@@ -267,3 +267,48 @@ async def test_an_orders_contacts_name_the_customer_and_the_partner_to_call(
     body = await (await client.get(f"/api/admin/orders/{waiting}/contacts", headers=admin)).json()
     assert body["customer"] is None and body["partner"] is None
     assert (await client.get("/api/admin/orders/nope/contacts", headers=admin)).status == 404
+
+
+async def test_late_and_far_away_arrivals_are_listed_with_how_late_and_the_partners_reason(
+        client: TestClient[Any, Any], token_for: Callable[..., str], redis: Redis) -> None:
+    db = db_of(client.app)
+    _, admin = await _admin(client, token_for)
+    customer = await make_user(db)
+    p = {n: await make_partner(db, contact_name=n, phone=f"+9198450000{i:02d}")
+         for i, n in enumerate(("Late Lata", "Slow Sam", "Early Eli", "Far Farid", "Done Dinesh"))}
+    now = now_ms()
+
+    def window(minutes: float) -> dict[str, Any]:
+        end = now + int(minutes * 60_000)
+        return {"arrive_before_ms": end, "arrive_before": iso(datetime.fromtimestamp(end / 1000, UTC)),
+                "timezone": "Asia/Kolkata"}
+
+    late = await make_order(db, customer, status="en_route", partner_id=p["Late Lata"], **window(-10))
+    # 20 km away with 5 minutes left: the ETA says late before the window closes.
+    slow = await make_order(db, customer, status="assigned", partner_id=p["Slow Sam"], **window(5))
+    early = await make_order(db, customer, status="en_route", partner_id=p["Early Eli"], **window(60))
+    await _place(redis, p["Late Lata"], 300, job=late)
+    await _place(redis, p["Slow Sam"], 20_000, job=slow)
+    await _place(redis, p["Early Eli"], 500, job=early)
+    flag = {"code": "not_at_venue", "reason": "Gate is round the back", "distance_m": 640.4, "radius_m": 150,
+            "fix_age_s": 4, "at": iso()}
+    far = await make_order(db, customer, status="arrived", partner_id=p["Far Farid"], arrival_unverified=flag)
+    await make_order(db, customer, status="completed", partner_id=p["Done Dinesh"], arrival_unverified=flag)
+
+    resp = await client.get("/api/admin/orders/attention", headers=admin)
+    assert resp.status == 200, await resp.text()
+    items = (await resp.json())["items"]
+    assert [(i["kind"], i["order_id"], i["partner_name"]) for i in items] == [
+        ("late", slow, "Slow Sam"), ("late", late, "Late Lata"), ("far_arrival", far, "Far Farid")]
+    sam, lata, farid = items
+    # Already 10 minutes past the window, and still 300 m to go.
+    assert abs(lata["late_s"] - (600 + lata["eta_s"])) <= 2 and lata["partner_phone"] == "+919845000000"
+    # Projected: the ETA from 20 km out, less the 5 minutes left (the latest first).
+    assert sam["eta_s"] > 900 and abs(sam["late_s"] - (sam["eta_s"] - 300)) <= 2
+    assert (farid["reason"], farid["distance_m"], farid["radius_m"], farid["code"]) == (
+        "Gate is round the back", 640, 150, "not_at_venue")
+    # Arriving clears a late order; completing clears a far-away arrival.
+    await db.orders.update_one({"_id": late}, {"$set": {"status": "arrived"}})
+    await db.orders.update_one({"_id": far}, {"$set": {"status": "completed"}})
+    body = await (await client.get("/api/admin/orders/attention", headers=admin)).json()
+    assert [i["order_id"] for i in body["items"]] == [slow] and body["total"] == 1

@@ -3,6 +3,7 @@ assisted assignment from the ranked list, and the needs-attention queue."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -184,6 +185,41 @@ async def test_the_needs_attention_queue_lists_an_unassigned_order_and_clears_it
         assert (await site.db.orders.find_one({"_id": order_id}))["partner_id"] == asha
         await dark.get_by_role("button", name="Open the job of Dan Dark").click()
         await page.locator("#order-panel h2", has_text="Jungle Safari Party").wait_for()
+        b.assert_no_errors()
+
+
+async def test_the_queue_shows_a_late_arrival_and_one_marked_away_from_the_venue_with_its_reason(
+        site: Site, chromium: Chromium) -> None:
+    lata = await add_partner(site, "Lata Late", "lata@example.com")
+    farid = await add_partner(site, "Farid Far", "farid@example.com")
+    closed_ms = now_ms() - 20 * 60_000
+    late = await add_order(site, status="en_route", partner_id=lata, arrive_before_ms=closed_ms,
+                           arrive_before=iso(datetime.fromtimestamp(closed_ms / 1000, UTC)))
+    await _place(site.redis, lata, 300, job=late)
+    far = await add_order(site, status="arrived", partner_id=farid, arrival_unverified={
+        "code": "not_at_venue", "reason": "Gate is round the back", "distance_m": 640, "radius_m": 150,
+        "fix_age_s": 3, "at": iso()})
+    async with browse(chromium, **DESKTOP) as b:
+        page = b.page
+        await page.goto(site.url + "/admin")
+        await sign_in(b, site.settings.dev_admin_email)
+        late_item = page.locator(f"#waiting-list [data-id='{late}']")
+        await late_item.wait_for()
+        text = await late_item.inner_text()
+        # 20 minutes past the window's end, plus the few minutes still to drive.
+        assert "Late: Jungle Safari Party" in text and re.search(r"\b2\d min late", text) and "Lata Late" in text, text
+        assert "window closes" in text and "ETA ~" in text
+        far_item = page.locator(f"#waiting-list [data-id='{far}']")
+        text = await far_item.inner_text()
+        assert "Arrived away from the venue" in text and "640 m from the venue" in text, text
+        assert "Gate is round the back" in text
+        assert await far_item.get_by_role("link", name="Call +919800000001").get_attribute("href") == \
+            "tel:+919800000001"
+        assert await page.locator(f"#board-list [data-id='{far}'] .badge", has_text="arrived away").is_visible()
+        await far_item.get_by_role("button", name="Open order").click()
+        flag = page.locator("#panel-far")
+        await flag.wait_for()
+        assert "640 m from the venue" in await flag.inner_text() and "Gate is round the back" in await flag.inner_text()
         b.assert_no_errors()
 
 

@@ -123,6 +123,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/admin/partners/dark"): ADMIN_ONLY,
     ("GET", "/admin/orders"): ADMIN_ONLY,
     ("GET", "/admin/orders/unassigned"): ADMIN_ONLY,
+    ("GET", "/admin/orders/attention"): ADMIN_ONLY,
     ("GET", "/admin/orders/{id}/audit"): ADMIN_ONLY,
     ("GET", "/admin/orders/{id}/candidates"): ADMIN_ONLY,
     ("GET", "/admin/orders/{id}/contacts"): ADMIN_ONLY,

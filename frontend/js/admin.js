@@ -216,7 +216,9 @@ function renderBoard() {
   }
   mount(box, el('ul', { class: 'orders', id: 'board-list' }, items.map((o) =>
     el('li', { class: 'board-item', dataset: { id: o.id } },
-      el('div', { class: 'spread' }, el('strong', { text: o.package?.name ?? 'Order' }), statusBadge(o.status)),
+      el('div', { class: 'spread' }, el('strong', { text: o.package?.name ?? 'Order' }),
+        el('span', { class: 'row' }, o.arrival_unverified ? el('span', { class: 'badge warn', text: 'arrived away', title: farText(o.arrival_unverified) }) : null,
+          statusBadge(o.status))),
       el('div', { class: 'muted', text: `${o.event_date} · ${o.address?.city ?? ''} · ${money(o.price, o.currency)}${o.partner_id ? ` · ${partnerName(o.partner_id)}` : ''}${scheduled(o) ? ` · scheduled: offers start ${venueTime(o.dispatch_at, o.timezone)}` : ''}` }),
       el('div', { class: 'row' },
         el('button', { type: 'button', class: 'secondary', text: 'Open', 'aria-label': `Open order ${o.package?.name ?? ''}`,
@@ -237,8 +239,7 @@ function onOrderStatus(msg) {
     state.boardTimer = setTimeout(loadBoard, 500);
   }
   if (state.openOrder === msg.order_id) openOrder(msg.order_id);
-  // A new order, an assignment or a cancellation may change who waits for a partner.
-  if (['placed', 'offered', 'assigned', 'cancelled', 'refunded'].includes(msg.status)) refreshWaitingSoon();
+  refreshWaitingSoon(); // any change may start or end a wait, a late arrival or an away-arrival flag
 }
 
 function onPaymentStatus(msg) {
@@ -284,15 +285,18 @@ function clock(iso, timeZone) {
 async function loadWaiting() {
   let page;
   let dark;
+  let flagged;
   try {
-    [page, dark] = await Promise.all([get('/api/admin/orders/unassigned', { limit: 50 }),
-      get('/api/admin/partners/dark').catch(() => ({ items: [] }))]);
+    [page, dark, flagged] = await Promise.all([get('/api/admin/orders/unassigned', { limit: 50 }),
+      get('/api/admin/partners/dark').catch(() => ({ items: [] })),
+      get('/api/admin/orders/attention').catch(() => ({ items: [] }))]);
   } catch {
     return; // keep the last list; the next event or the 30 s re-read tries again
   }
   const items = itemsOf(page);
   const darkItems = itemsOf(dark);
-  const count = (page.total ?? items.length) + darkItems.length;
+  const flaggedItems = itemsOf(flagged);
+  const count = (page.total ?? items.length) + darkItems.length + flaggedItems.length;
   $('#waiting').hidden = !count;
   $('#waiting-count').textContent = String(count);
   mount($('#waiting-list'), items.map((o) => {
@@ -317,7 +321,34 @@ async function loadWaiting() {
     el('div', { class: 'row' },
       el('button', { type: 'button', class: 'secondary', text: 'Open job', 'aria-label': `Open the job of ${d.name}`,
         on: { click: () => openOrder(d.order_id) } }),
-      d.phone ? el('a', { class: 'button secondary', href: `tel:${d.phone}`, text: `Call ${d.phone}` }) : null))));
+      d.phone ? el('a', { class: 'button secondary', href: `tel:${d.phone}`, text: `Call ${d.phone}` }) : null))),
+  flaggedItems.map(attentionItem));
+}
+
+/** A late arrival (the window closed, or closes before the partner's ETA) or an arrival marked
+ * away from the venue, with the order's panel and the partner's phone. */
+function attentionItem(a) {
+  const late = a.kind === 'late';
+  const title = late ? `Late: ${a.package ?? 'order'}` : `Arrived away from the venue: ${a.package ?? 'order'}`;
+  const badge = late ? `${minutesText(a.late_s)} late` : farText(a);
+  const detail = late
+    ? [a.partner_name, statusLabel(a.order_status), a.arrive_before ? `window closes ${clock(a.arrive_before, a.timezone)}` : null,
+      a.eta_s == null ? 'no position for an ETA' : `ETA ~${Math.max(1, Math.round(a.eta_s / 60))} min`]
+    : [a.partner_name, a.reason ? `“${a.reason}”` : null, a.at ? `marked ${clock(a.at, a.timezone)}` : null];
+  return el('li', { class: 'board-item', dataset: { id: a.order_id, kind: a.kind } },
+    el('div', { class: 'spread' }, el('strong', { text: title }), el('span', { class: 'badge warn', text: badge })),
+    el('div', { class: 'muted', text: detail.filter(Boolean).join(' · ') }),
+    el('div', { class: 'row' },
+      el('button', { type: 'button', class: 'secondary', text: 'Open order', 'aria-label': `Open order ${a.package ?? ''} of ${a.partner_name ?? ''}`,
+        on: { click: () => openOrder(a.order_id) } }),
+      a.partner_phone ? el('a', { class: 'button secondary', href: `tel:${a.partner_phone}`, text: `Call ${a.partner_phone}` }) : null));
+}
+
+/** "640 m from the venue", "no fresh position": what the arrival check said. */
+function farText(flag) {
+  if (flag.code === 'position_stale') return 'no fresh position';
+  if (flag.code === 'position_unknown') return 'no position';
+  return flag.distance_m == null ? 'away from the venue' : `${distanceText(flag.distance_m)} from the venue`;
 }
 
 /** "Assign" in the queue: the order's panel with the ranked partners, ready to search. */
@@ -378,6 +409,10 @@ async function openOrder(id) {
       order.arrive_after ? el('dd', { id: 'panel-window', text: windowText(order) }) : null,
       scheduled(order) ? el('dt', { text: 'Dispatch' }) : null,
       scheduled(order) ? el('dd', { id: 'panel-dispatch', text: `scheduled: offers start ${venueTime(order.dispatch_at, order.timezone)}` }) : null,
+      order.arrival_unverified ? el('dt', { text: 'Arrival check' }) : null,
+      order.arrival_unverified ? el('dd', { id: 'panel-far' }, el('span', { class: 'badge warn', text: 'arrived away from the venue' }),
+        ` ${farText(order.arrival_unverified)}`, order.arrival_unverified.reason ? ` · “${order.arrival_unverified.reason}”` : '',
+        order.arrival_unverified.at ? el('span', { class: 'muted', text: ` (${venueTime(order.arrival_unverified.at, audit?.story?.timezone)})` }) : null) : null,
       el('dt', { text: 'Venue' }), el('dd', { text: [order.address?.line1, order.address?.city, order.address?.postal_code].filter(Boolean).join(', ') }),
       el('dt', { text: 'Price' }), el('dd', { text: `${money(order.price, order.currency)} (${order.payment_option})` }),
       el('dt', { text: 'Payment' }), el('dd', { id: 'panel-money' }, moneyWords(order),

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     map_tile_url: str = Field("https://tile.openstreetmap.org/{z}/{x}/{y}.png",
                               pattern=r"^https?://[^/\s]+/\S*\{z\}\S*\{x\}\S*\{y\}\S*$")
     map_attribution: str = Field("© OpenStreetMap contributors", min_length=1, max_length=300)
+    # How customer, partner and public pages write dates, times and money (a BCP 47 tag, handed to
+    # pages by GET /config.json): en-IN writes "3 Dec 2026, 7:21 pm" and "₹1,23,456.00".
+    locale: str = Field("en-IN", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)
 
     # outside services: empty means "use the local implementation"
     stripe_secret_key: SecretStr | None = None

@@ -75,7 +75,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
     judge its fixes' age as the server does). Public: nothing here is secret."""
     return {"ping_interval_s": settings.ping_interval_s, "stale_after_intervals": STALE_AFTER_INTERVALS,
             "map_tile_url": settings.map_tile_url, "map_attribution": settings.map_attribution,
-            "server_time_ms": now_ms()}
+            "locale": settings.locale, "server_time_ms": now_ms()}
 
 
 async def get_client_config(request: web.Request) -> web.Response:
@@ -85,6 +85,8 @@ async def get_client_config(request: web.Request) -> web.Response:
 def _add_frontend(app: web.Application, root: Path, media: Path) -> None:
     for path, page in PAGES.items():
         app.router.add_get(path, _page_handler(root / page), name=f"page:{page}")
+        if path != "/":
+            app.router.add_get(f"{path}/", _to_canonical(path), name=f"page:{page}:slash")
     for path, (name, content_type) in APP_FILES.items():
         app.router.add_get(path, _page_handler(root / name, content_type), name=f"app:{name}")
     app.router.add_get("/config.json", get_client_config, name="config")
@@ -93,6 +95,17 @@ def _add_frontend(app: web.Application, root: Path, media: Path) -> None:
             app.router.add_static(f"/{folder}", root / folder)
     media.mkdir(parents=True, exist_ok=True)
     app.router.add_static("/media", media)
+
+
+def _to_canonical(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """`/customer/` and friends: a permanent redirect to the page's one address, query kept (a
+    tracking link typed with a slash still works; the service worker's scope is the canonical path)."""
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        query = request.query_string
+        raise web.HTTPPermanentRedirect(f"{path}?{query}" if query else path)
+
+    return redirect
 
 
 def _page_handler(file: Path, content_type: str | None = None,

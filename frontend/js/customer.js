@@ -7,8 +7,11 @@ import { OrderTracker, TRACKABLE } from './tracking.js';
 import { CATEGORIES, packageCard, packageImage, rating, durationText } from './packages.js';
 import { openCheckout, moneyWords, payLabel, canPay, paymentsConfig, finishStripeReturn, PAYMENT_STATUS_LABELS,
   KIND_LABELS, REFUND_STATUS_LABELS, PROVIDER_LABELS, PAYMENT_WINDOW_MIN, REFUND_AFTER_ASSIGN_BP } from './checkout.js';
-import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, statusLabel, dateTime, tabs,
-  toast } from './ui.js';
+import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, statusLabel, dateTime, dateOnly, timeOnly,
+  orderRef, fieldError, tabs, toast } from './ui.js';
+import { serverSettings } from './settings.js';
+
+serverSettings();  // the site's locale, asked first: formatters use it once it answers
 
 const PAGE_SIZE = 12;
 const CANCELLABLE = new Set(['pending_payment', 'placed', 'offered', 'assigned']);
@@ -79,6 +82,8 @@ function askSignIn(where = $('#signin-area')) {
 // ---- browse ----------------------------------------------------------------------------
 
 for (const name of CATEGORIES) $('#category').append(el('option', { value: name, text: name }));
+// A phone shows the search box and folds the rest; a wider screen has room for all of it.
+if (matchMedia('(min-width: 40rem)').matches) $('#more-filters').open = true;
 
 function filters() {
   const major = (id) => {
@@ -95,7 +100,7 @@ async function loadPackages() {
   mount(box, loading('Loading packages…'));
   mount($('#pager'));
   try {
-    const answer = await get('/api/packages', filters());
+    const [answer] = await Promise.all([get('/api/packages', filters()), serverSettings()]);  // prices in the locale
     const items = itemsOf(answer);
     const total = answer?.total ?? items.length;
     $('#result-count').textContent = `${total} package${total === 1 ? '' : 's'} found`;
@@ -633,6 +638,24 @@ function slotWindow() {
   return { arrive_after: option.dataset.after, arrive_before: option.dataset.before };
 }
 
+// The order body's fields and the form's inputs: a server's field error is shown beside its input.
+const ORDER_INPUTS = { event_date: '#event-date', guests: '#guests', 'address.line1': '#line1', 'address.city': '#city',
+  'address.postal_code': '#postal-code', 'address.lat': '#line1', 'address.lng': '#line1', notes: '#notes',
+  arrive_after: '#arrival-slot', arrive_before: '#arrival-slot' };
+
+/** Put the server's first field error beside its input, in a sentence; false when none fits. */
+function serverFieldError(err) {
+  for (const d of Array.isArray(err.details) ? err.details : []) {
+    const input = d?.field ? $(ORDER_INPUTS[String(d.field).replace(/^body\./, '')] ?? '#none') : null;
+    if (input && d.message) {
+      const words = String(d.message);
+      fieldError(input, `${words[0].toUpperCase()}${words.slice(1)}${/[.!?]$/.test(words) ? '' : '.'}`);
+      return true;
+    }
+  }
+  return false;
+}
+
 function checkOrder(body) {
   if (!body.event_date) return ['#event-date', 'Choose the event date.'];
   if (body.event_date < today()) return ['#event-date', 'The event date must be today or later.'];
@@ -657,10 +680,12 @@ $('#order-form').addEventListener('submit', async (e) => {
   const body = orderBody();
   const problem = checkOrder(body);
   if (problem) {
-    say(status, problem[1], 'error');
-    $(problem[0]).focus();
+    // The words go next to the field; the status line only points at it.
+    say(status, 'Please check the highlighted field.', 'error');
+    fieldError($(problem[0]), problem[1]);
     return;
   }
+  say(status, '');
   // One key per distinct order: a retry of the same form reuses it, so a flaky network
   // cannot create the order twice; changing the form means a new order and a new key.
   const hash = JSON.stringify(body);
@@ -673,7 +698,7 @@ $('#order-form').addEventListener('submit', async (e) => {
     try {
       const order = await createOrder(body, state.orderKey);
       state.orderKey = null;
-      say(status, `Order placed: ${order.package?.name ?? ''} on ${order.event_date}.`, 'success');
+      say(status, `Order placed: ${order.package?.name ?? ''} on ${dateOnly(order.event_date)}.`, 'success');
       $('#order-form').reset();
       clearVenue();
       $('#order-section').hidden = true;
@@ -686,6 +711,11 @@ $('#order-form').addEventListener('submit', async (e) => {
         placedToast(state.orders.get(order.id) ?? order);  // a push may have moved it on already
       }
     } catch (err) {
+      const placedField = err instanceof ApiError ? serverFieldError(err) : false;
+      if (placedField) {
+        say(status, 'Please check the highlighted field.', 'error');
+        return;
+      }
       if (err instanceof ApiError && err.fieldMessages) throw new Error(`${err.message}: ${err.fieldMessages}`);
       throw err;
     }
@@ -703,7 +733,8 @@ async function showOrders() {
   const box = $('#order-list');
   mount(box, loading('Loading your orders…'));
   try {
-    const items = itemsOf(await get('/api/orders/myorders', { limit: 50 }));
+    const [mine] = await Promise.all([get('/api/orders/myorders', { limit: 50 }), serverSettings()]);
+    const items = itemsOf(mine);
     state.orders = new Map(items.map((o) => [o.id, o]));
     renderOrderList();
   } catch (err) {
@@ -722,7 +753,8 @@ function renderOrderList() {
     el('li', { class: 'card', dataset: { id: o.id } },
       el('div', { class: 'spread' }, el('strong', { text: o.package?.name ?? 'Package' }),
         o.status === 'pending_payment' ? el('span', { class: 'badge pay-needed', text: 'Payment needed' }) : statusBadge(o.status)),
-      el('p', { class: 'muted', text: `${o.event_date} · ${o.address?.city ?? ''} · ${money(o.price, o.currency)}` }),
+      el('p', { class: 'muted', text: `${dateOnly(o.event_date)} · ${o.address?.city ?? ''} · ${money(o.price, o.currency)}` }),
+      el('p', { class: 'hint order-ref', text: `Order ${orderRef(o.id)}` }),
       o.amount_paid !== undefined ? el('p', { class: 'money-words', text: moneyWords(o) }) : null,
       el('div', { class: 'row' },
         el('button', { type: 'button', class: 'secondary', text: 'Details', 'aria-label': `Details of ${o.package?.name ?? 'order'}`,
@@ -784,17 +816,10 @@ async function openOrder(id, known) {
   detail.scrollIntoView?.({ block: 'nearest' });
 }
 
-/** "Between 10:00 and 13:00", in the venue's time zone (the window the partner aims for). */
+/** "Between 10:00 am and 1:00 pm", in the venue's time zone (the window the partner aims for). */
 function arrivalWindow(order) {
-  const opts = { hour: '2-digit', minute: '2-digit', timeZone: order.timezone || undefined };
-  let from; let to;
-  try {
-    from = new Date(order.arrive_after).toLocaleTimeString([], opts);
-    to = new Date(order.arrive_before).toLocaleTimeString([], opts);
-  } catch {  // an unknown time zone in an old browser: the viewer's own clock
-    from = new Date(order.arrive_after).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    to = new Date(order.arrive_before).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  }
+  const from = timeOnly(order.arrive_after, order.timezone);
+  const to = timeOnly(order.arrive_before, order.timezone);
   return order.asap ? `As soon as possible, by ${to}` : `Between ${from} and ${to}`;
 }
 
@@ -806,7 +831,8 @@ function renderOrder(order) {
     el('p', { id: 'order-detail-status' }, statusBadge(order.status)),
     payBlock(order),
     el('dl', { class: 'kv' },
-      el('dt', { text: 'Event date' }), el('dd', { text: order.event_date }),
+      el('dt', { text: 'Order' }), el('dd', { class: 'order-ref', text: orderRef(order.id) }),
+      el('dt', { text: 'Event date' }), el('dd', { text: dateOnly(order.event_date) }),
       order.arrive_after ? el('dt', { text: 'Arrival' }) : null,
       order.arrive_after ? el('dd', { id: 'arrival-window', text: arrivalWindow(order) }) : null,
       el('dt', { text: 'Venue' }), el('dd', { text: [order.address?.line1, order.address?.city, order.address?.postal_code].filter(Boolean).join(', ') }),
@@ -849,7 +875,7 @@ function payBlock(order) {
   const held = order.status === 'pending_payment';
   const placedAt = Date.parse(order.created_at ?? order.history?.[0]?.at ?? '');
   const by = Number.isFinite(placedAt)
-    ? new Date(placedAt + PAYMENT_WINDOW_MIN * 60_000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : null;
+    ? timeOnly(placedAt + PAYMENT_WINDOW_MIN * 60_000) : null;
   return el('div', { class: `pay-block${held ? ' held' : ''}`, id: 'pay-block' },
     held ? el('p', { text: 'Your order is on hold until it is paid: we start looking for a partner as soon as the payment goes through.' }) : null,
     held ? el('p', { class: 'hint', text: `Unpaid orders are cancelled ${PAYMENT_WINDOW_MIN} minutes after they are placed${by ? ` (this one at ${by})` : ''}.` }) : null,
@@ -887,7 +913,7 @@ function receipt(p) {
     p.status === 'failed' ? el('div', { class: 'muted', text: `${p.failure_message || 'Declined'}: nothing was charged.` }) : null,
     refunds.length ? el('ul', { class: 'refunds', 'aria-label': 'Refunds' }, refunds.map((r) =>
       el('li', { text: `${REFUND_STATUS_LABELS[r.status] ?? r.status}: ${m(r.amount)} · ${dateTime(r.settled_at ?? r.at)}${r.reason ? ` · ${r.reason}` : ''}` }))) : null,
-    el('div', { class: 'hint ref', text: `${PROVIDER_LABELS[p.provider] ?? p.provider} · ref. ${p.id}` }));
+    el('div', { class: 'hint ref', text: `${PROVIDER_LABELS[p.provider] ?? p.provider} · ref. ${orderRef(p.id)}` }));
 }
 
 const SHAREABLE = new Set(['placed', 'offered', 'assigned', 'en_route', 'arrived', 'setup_complete']);

@@ -2,13 +2,16 @@
 import { get, itemsOf } from './api.js';
 import { el, mount, loading, empty, errorBox } from './ui.js';
 import { packageCard } from './packages.js';
+import { serverSettings } from './settings.js';
 
 const box = document.getElementById('featured');
 
 async function loadFeatured() {
   mount(box, loading('Loading packages…'));
   try {
-    const items = itemsOf(await get('/api/packages', { sort: 'rating', limit: 6 }));
+    // Prices are written in the site's locale: its answer is awaited with the packages.
+    const [answer] = await Promise.all([get('/api/packages', { sort: 'rating', limit: 6 }), serverSettings()]);
+    const items = itemsOf(answer);
     if (!items.length) {
       mount(box, empty('No packages are available yet. Please check back soon.'));
       return;

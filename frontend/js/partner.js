@@ -7,9 +7,9 @@ import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
 import { queuePing, peekPings, dropPings, stripOwner, countPings, queueAction, peekActions, dropAction } from './queue.js';
 import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS, WEAK_GPS_M } from './config.js';
-import { loadSettings, CLOCK_SKEW_WARN_MS } from './settings.js';
+import { loadSettings, locale, CLOCK_SKEW_WARN_MS } from './settings.js';
 import { alertOffer, isMuted, setMuted, unlock, testSound } from './alerts.js';
-import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, ago, toast, etaWindow } from './ui.js';
+import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, ago, toast, etaWindow, dateOnly } from './ui.js';
 
 const ACTIVE = ['assigned', 'en_route', 'arrived', 'setup_complete'];
 const NEXT = {
@@ -763,8 +763,6 @@ function revokeOffer(orderId, reason) {
   renderOffers();
 }
 
-const LOCALE = 'en-IN';
-
 /** "YYYY-MM-DD" of `ms` in `timeZone` (the venue's), for "today" and "tomorrow". */
 function dayIn(ms, timeZone) {
   try {
@@ -781,7 +779,7 @@ function whenText(offer) {
   if (offer.event_date) {
     const day = new Date(`${offer.event_date}T00:00:00Z`);
     const label = Number.isNaN(day.getTime()) ? offer.event_date
-      : new Intl.DateTimeFormat(LOCALE, { weekday: 'short', day: 'numeric', month: 'short', timeZone: 'UTC' }).format(day);
+      : new Intl.DateTimeFormat(locale(), { weekday: 'short', day: 'numeric', month: 'short', timeZone: 'UTC' }).format(day);
     const tz = offer.timezone || undefined;
     const today = dayIn(serverNow(), tz);
     const tomorrow = dayIn(serverNow() + 86_400_000, tz);
@@ -792,10 +790,10 @@ function whenText(offer) {
   if (Number.isFinite(from) && Number.isFinite(to)) {
     let time;
     try {
-      time = new Intl.DateTimeFormat(LOCALE, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+      time = new Intl.DateTimeFormat(locale(), { hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
         timeZone: offer.timezone || undefined });
     } catch {
-      time = new Intl.DateTimeFormat(LOCALE, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+      time = new Intl.DateTimeFormat(locale(), { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
     }
     parts.push(offer.asap ? `as soon as possible, by ${time.format(to)}` : `arrive ${time.format(from)}–${time.format(to)}`);
   }
@@ -930,7 +928,7 @@ function renderJob() {
   mount(box,
     el('div', { class: 'spread' }, el('strong', { text: job.package?.name ?? 'Job' }), statusBadge(job.status)),
     el('dl', { class: 'kv' },
-      el('dt', { text: 'Date' }), el('dd', { text: job.event_date }),
+      el('dt', { text: 'Date' }), el('dd', { text: dateOnly(job.event_date) }),
       el('dt', { text: 'Venue' }), el('dd', { text: [a.line1, a.city, a.postal_code].filter(Boolean).join(', ') }),
       el('dt', { text: 'Guests' }), el('dd', { text: job.guests }),
       job.customer?.name ? el('dt', { text: 'Customer' }) : null,
@@ -1101,7 +1099,7 @@ async function loadEarnings() {
         el('tbody', {}, periods.map((p) => el('tr', {}, el('td', { text: p.period }), el('td', { text: p.orders }),
           el('td', { text: money(p.payout, cur) })))))) : empty('No completed jobs yet.'),
       lines.length ? el('details', {}, el('summary', { text: 'Per job' }), el('ul', {}, lines.map((l) =>
-        el('li', { text: `${l.package_name} · ${l.event_date} · ${money(l.payout, l.currency ?? cur)}` })))) : null);
+        el('li', { text: `${l.package_name} · ${dateOnly(l.event_date)} · ${money(l.payout, l.currency ?? cur)}` })))) : null);
   } catch (err) {
     mount(box, errorBox(err, loadEarnings));
   }

@@ -12,8 +12,26 @@ const WAIT_MS = 4_000;
 // Beyond this, the phone's clock visibly disagrees with the server's (fixes carry the phone's time).
 export const CLOCK_SKEW_WARN_MS = 10_000;
 
+// The site's locale (dates, times, money). The page formats with the last one this device saw
+// until the server answers; en-IN is the server's default too.
+const DEFAULT_LOCALE = 'en-IN';
+let current = rememberedLocale();
+
+function usableLocale(tag) {
+  if (typeof tag !== 'string' || !tag) return null;
+  try { return Intl.getCanonicalLocales(tag)[0] ?? null; } catch { return null; }
+}
+
+function rememberedLocale() {
+  try { return usableLocale(JSON.parse(localStorage.getItem('pp-config') ?? 'null')?.locale) ?? DEFAULT_LOCALE; }
+  catch { return DEFAULT_LOCALE; }
+}
+
+/** The locale every formatter on the page uses (BCP 47, e.g. "en-IN"). */
+export const locale = () => current;
+
 const fallback = { pingIntervalMs: PING_INTERVAL_MS, staleAfterIntervals: STALE_AFTER_INTERVALS, clockOffsetMs: 0,
-  tileUrl: TILE_URL, tileAttribution: TILE_CREDIT, fromServer: false };
+  tileUrl: TILE_URL, tileAttribution: TILE_CREDIT, locale: DEFAULT_LOCALE, fromServer: false };
 
 function fromAnswer(answer) {
   const interval = Number(answer?.ping_interval_s);
@@ -22,11 +40,11 @@ function fromAnswer(answer) {
   const tiles = typeof answer.map_tile_url === 'string' && answer.map_tile_url ? answer.map_tile_url : TILE_URL;
   const credit = typeof answer.map_attribution === 'string' ? answer.map_attribution : TILE_CREDIT;
   return { pingIntervalMs: Math.round(interval * 1000), staleAfterIntervals: intervals, tileUrl: tiles,
-    tileAttribution: credit };
+    tileAttribution: credit, locale: usableLocale(answer.locale) ?? DEFAULT_LOCALE };
 }
 
 /**
- * { pingIntervalMs, staleAfterIntervals, tileUrl, tileAttribution, clockOffsetMs (server minus device),
+ * { pingIntervalMs, staleAfterIntervals, tileUrl, tileAttribution, locale, clockOffsetMs (server minus device),
  * fromServer }.
  * Never throws: offline it answers with the last settings this device saw.
  */
@@ -40,6 +58,7 @@ export async function loadSettings() {
     const received = Date.now();
     const settings = fromAnswer(answer);
     if (!settings) throw new Error('config: unusable answer');
+    current = settings.locale;
     try { localStorage.setItem(REMEMBERED, JSON.stringify(answer)); } catch { /* no storage */ }
     // The server stamped its clock somewhere in the round trip: assume halfway.
     const offset = Number.isFinite(answer.server_time_ms) ? Math.round(answer.server_time_ms - (sent + received) / 2) : 0;
@@ -48,6 +67,7 @@ export async function loadSettings() {
     let remembered = null;
     try { remembered = fromAnswer(JSON.parse(localStorage.getItem(REMEMBERED) ?? 'null')); } catch { /* none */ }
     // A remembered server time is old news: without an answer, assume the clocks agree.
+    if (remembered) current = remembered.locale;
     return remembered ? { ...remembered, clockOffsetMs: 0, fromServer: false } : { ...fallback };
   }
 }

@@ -4,7 +4,9 @@ import { get } from './api.js';
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
 import { OrderTracker } from './tracking.js';
-import { el, mount, $, loading, errorBox, statusBadge, statusLabel, dateTime } from './ui.js';
+import { el, mount, $, loading, errorBox, statusBadge, statusLabel, dateTime, dateOnly } from './ui.js';
+import { serverSettings } from './settings.js';
+
 
 const params = new URLSearchParams(location.search);
 const linkToken = params.get('t');
@@ -15,11 +17,12 @@ async function load() {
   const box = $('#summary');
   mount(box, loading('Loading your order…'));
   try {
-    const order = linkToken ? await get('/api/track', { t: linkToken }) : await get(`/api/orders/${encodeURIComponent(orderId)}`);
+    const [order] = await Promise.all([linkToken ? get('/api/track', { t: linkToken }) : get(`/api/orders/${encodeURIComponent(orderId)}`),
+      serverSettings()]);  // dates in the site's locale
     orderId = order.id;
     mount(box,
       el('div', { class: 'spread' }, el('h1', { text: order.package?.name ?? 'Your order' }), statusBadge(order.status)),
-      el('p', { class: 'muted', text: `${order.event_date} · ${order.address?.city ?? ''}${order.partner?.first_name ? ` · with ${order.partner.first_name}` : ''}` }),
+      el('p', { class: 'muted', text: `${dateOnly(order.event_date)} · ${order.address?.city ?? ''}${order.partner?.first_name ? ` · with ${order.partner.first_name}` : ''}` }),
       el('ol', { class: 'timeline' }, (order.history ?? []).map((h) => el('li', {}, el('strong', { text: statusLabel(h.status) }), ` · ${dateTime(h.at)}`))),
       order.status === 'completed' ? el('p', { text: 'Your party is set up. Enjoy!' }) : null);
     await tracker.follow(order);

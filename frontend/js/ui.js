@@ -1,4 +1,6 @@
 // DOM helpers. User text only ever goes in through textContent: never innerHTML.
+// Dates, times and money are written in the site's locale (settings.js, from GET /config.json).
+import { locale } from './settings.js';
 
 /**
  * Build an element. attrs: plain attributes, plus `class`, `text`, `dataset`, `on` ({event: fn})
@@ -38,11 +40,11 @@ export function mount(container, ...children) {
 export const $ = (selector, root = document) => root.querySelector(selector);
 export const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
 
-/** Integer minor units -> "₹1,234.50". */
+/** Integer minor units -> "₹1,234.50" (en-IN groups lakhs: "₹1,23,456.00"). */
 export function money(minor, currency = 'INR') {
   const value = (Number(minor) || 0) / 100;
   try {
-    return new Intl.NumberFormat(undefined, { style: 'currency', currency }).format(value);
+    return new Intl.NumberFormat(locale(), { style: 'currency', currency }).format(value);
   } catch {
     return `${value.toFixed(2)} ${currency}`;
   }
@@ -59,10 +61,35 @@ export function ago(when, now = Date.now()) {
   return `${Math.round(s / 86400)} d ago`;
 }
 
+/** "3 Dec 2026, 7:21 pm" (en-IN) from an ISO instant, in this device's time zone. */
 export function dateTime(iso) {
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso ?? '') : d.toLocaleString();
+  if (Number.isNaN(d.getTime())) return String(iso ?? '');
+  return new Intl.DateTimeFormat(locale(), { dateStyle: 'medium', timeStyle: 'short' }).format(d);
 }
+
+/** "Sat, 12 Dec 2026" from a calendar date "2026-12-12" (no time zone: the day is the day). */
+export function dateOnly(day) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(day ?? ''));
+  if (!m) return String(day ?? '');
+  const d = new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])));
+  return new Intl.DateTimeFormat(locale(), { weekday: 'short', day: 'numeric', month: 'short', year: 'numeric',
+    timeZone: 'UTC' }).format(d);
+}
+
+/** "7:21 pm" (en-IN) from an ISO instant; `timeZone` is the venue's when given. */
+export function timeOnly(iso, timeZone) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso ?? '');
+  try {
+    return new Intl.DateTimeFormat(locale(), { hour: 'numeric', minute: '2-digit', timeZone: timeZone || undefined }).format(d);
+  } catch {  // an unknown time zone in an old browser: the viewer's own clock
+    return new Intl.DateTimeFormat(locale(), { hour: 'numeric', minute: '2-digit' }).format(d);
+  }
+}
+
+/** A customer's name for an order: the last 6 characters of its id, upper-cased (as emails say). */
+export const orderRef = (id) => String(id ?? '').slice(-6).toUpperCase();
 
 /** "5–9 min" from an ETA in seconds: a window, not a false countdown. */
 export function etaWindow(seconds) {
@@ -123,6 +150,39 @@ export function field(label, input, hint) {
   input.id = id;
   return el('div', { class: 'field' },
     el('label', { for: id, text: label }), input, hint ? el('small', { class: 'hint', text: hint }) : null);
+}
+
+/**
+ * Show `message` under `input` (in its .field) in plain words, mark the input invalid and focus it;
+ * the note goes as soon as the input changes. Returns the note.
+ */
+export function fieldError(input, message) {
+  if (!input) return null;
+  const id = `${input.id || input.name}-error`;
+  let note = document.getElementById(id);
+  if (!note) {
+    note = el('p', { id, class: 'field-error' });
+    (input.closest('.field, fieldset') ?? input.parentElement).append(note);
+  }
+  note.textContent = message;
+  input.setAttribute('aria-invalid', 'true');
+  const described = (input.getAttribute('aria-describedby') ?? '').split(/\s+/).filter(Boolean);
+  if (!described.includes(id)) input.setAttribute('aria-describedby', [...described, id].join(' '));
+  const clear = () => clearFieldError(input);
+  input.addEventListener('input', clear, { once: true });
+  input.addEventListener('change', clear, { once: true });
+  input.focus();
+  return note;
+}
+
+export function clearFieldError(input) {
+  if (!input) return;
+  const id = `${input.id || input.name}-error`;
+  document.getElementById(id)?.remove();
+  input.removeAttribute('aria-invalid');
+  const rest = (input.getAttribute('aria-describedby') ?? '').split(/\s+/).filter((x) => x && x !== id);
+  if (rest.length) input.setAttribute('aria-describedby', rest.join(' '));
+  else input.removeAttribute('aria-describedby');
 }
 
 /** Run an async action with the button disabled and errors shown in `region`. */

@@ -8,13 +8,15 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
+from api import reviews
 from api.catalog import CATEGORIES, PackagePage, PackageView, Snapshot, catalog_ctx, catalog_of
-from api.paging import PageQuery
+from api.paging import PageQuery, page_body
 from api.routing import RouteTable
 from api.schemas import closed
 from api.search import matches, package_text, query_words
-from core import jsonutil
+from core import jsonutil, keys
 from core.errors import NotFound
+from core.http import json_response
 
 routes = RouteTable("packages")
 CONTEXTS = [catalog_ctx]
@@ -122,3 +124,13 @@ async def get_package(request: web.Request) -> web.Response:
     if package is None:
         raise NotFound("no such package", code="package_not_found")
     return web.Response(body=jsonutil.dumpb(package), content_type="application/json")
+
+
+@routes.get("/packages/{id}/reviews", summary="A package's reviews, newest first (reviewers by first name)",
+            query=PageQuery, response=reviews.ReviewPage, responses={404: "no such active package"})
+async def list_package_reviews(request: web.Request, *, query: PageQuery) -> web.Response:
+    package_id = request.match_info["id"]
+    if package_id not in (await catalog_of(request).snapshot()).by_id:
+        raise NotFound("no such package", code="package_not_found")
+    items, total = await reviews.package_reviews(request.config_dict[keys.DB], package_id, query)
+    return json_response(page_body(items, total, query))

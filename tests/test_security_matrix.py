@@ -75,6 +75,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/packages"): PUBLIC,
     ("GET", "/packages/categories"): PUBLIC,
     ("GET", "/packages/{id}"): PUBLIC,
+    ("GET", "/packages/{id}/reviews"): PUBLIC,
     ("POST", "/orders"): CUSTOMER_ONLY,
     ("GET", "/orders/arrival-slots"): PUBLIC,
     ("GET", "/places/search"): PUBLIC,  # picking a venue; limited per client address
@@ -260,6 +261,8 @@ async def _prepare(w: World, caller: str, method: str, path: str) -> Call:
             return Call(method, f"/users/favorites/{w.package}")
         case ("GET", "/packages/{id}"):
             return Call(method, f"/packages/{w.package}")
+        case ("GET", "/packages/{id}/reviews"):
+            return Call(method, f"/packages/{w.package}/reviews")
         case ("POST", "/orders"):
             return Call(method, path, _order_body(w), {"Idempotency-Key": uuid.uuid4().hex})
         case ("GET", "/orders/arrival-slots"):

@@ -7,8 +7,8 @@ import { OrderTracker, TRACKABLE } from './tracking.js';
 import { CATEGORIES, packageCard, packageImage, rating, durationText } from './packages.js';
 import { openCheckout, moneyWords, payLabel, canPay, paymentsConfig, finishStripeReturn, PAYMENT_STATUS_LABELS,
   KIND_LABELS, REFUND_STATUS_LABELS, PROVIDER_LABELS, PAYMENT_WINDOW_MIN, REFUND_AFTER_ASSIGN_BP } from './checkout.js';
-import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, statusLabel, dateTime, dateOnly, timeOnly,
-  orderRef, fieldError, tabs, toast } from './ui.js';
+import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, statusLabel, dateTime, dateOnly, dayOf,
+  timeOnly, orderRef, fieldError, tabs, toast } from './ui.js';
 import { serverSettings } from './settings.js';
 
 serverSettings();  // the site's locale, asked first: formatters use it once it answers
@@ -164,8 +164,59 @@ async function showPackage(p) {
       el('dt', { text: 'Duration' }), el('dd', { text: durationText(pkg.duration_min || 0) })),
     pkg.features?.length ? el('ul', { class: 'features' }, pkg.features.map((f) => el('li', { text: f }))) : null,
     pkg.tags?.length ? el('ul', { class: 'tags', 'aria-label': 'Tags' }, pkg.tags.map((t) => el('li', { class: 'tag', text: t }))) : null,
-    el('button', { type: 'button', class: 'primary big', id: 'start-order', text: 'Order this package', on: { click: startOrder } }));
+    el('button', { type: 'button', class: 'primary big', id: 'start-order', text: 'Order this package', on: { click: startOrder } }),
+    reviewsSection(pkg));
   $('#detail-name').scrollIntoView?.({ block: 'nearest' });
+}
+
+const REVIEWS_PAGE = 5;
+
+/** The package's rating and its reviews, newest first, a page at a time ("Show more reviews"). */
+function reviewsSection(pkg) {
+  const id = pkg.id ?? pkg._id;
+  const list = el('ol', { class: 'reviews', id: 'review-list', 'aria-label': 'Reviews, newest first' });
+  const status = el('p', { class: 'muted', role: 'status' });
+  const more = el('button', { type: 'button', class: 'secondary', id: 'more-reviews', text: 'Show more reviews', hidden: true });
+  const count = Number(pkg.rating_count) || 0;
+  let page = 0;
+  const load = async () => {
+    more.disabled = true;
+    try {
+      const answer = await get(`/api/packages/${encodeURIComponent(id)}/reviews`, { page: page + 1, limit: REVIEWS_PAGE });
+      page += 1;
+      list.append(...itemsOf(answer).map(reviewItem));
+      const total = Number(answer?.total) || 0;
+      status.textContent = total ? '' : 'No reviews yet. Reviews come from customers after their party.';
+      more.hidden = page * REVIEWS_PAGE >= total;
+    } catch {
+      status.textContent = 'The reviews could not be loaded just now.';
+      more.hidden = false;
+      more.textContent = 'Try again';
+    } finally {
+      more.disabled = false;
+    }
+  };
+  more.addEventListener('click', () => {
+    more.textContent = 'Show more reviews';
+    load();
+  });
+  load();
+  return el('section', { class: 'package-reviews', id: 'package-reviews', 'aria-labelledby': 'reviews-title' },
+    el('h3', { id: 'reviews-title', text: 'Reviews' }),
+    count ? el('p', { class: 'rating-summary', id: 'rating-summary',
+      text: `★ ${Number(pkg.rating_avg).toFixed(1)} out of 5 · ${count} review${count === 1 ? '' : 's'}` }) : null,
+    list, status, more);
+}
+
+function reviewItem(r) {
+  const stars = Math.max(0, Math.min(5, Number(r.rating) || 0));
+  return el('li', { class: 'review' },
+    el('div', { class: 'spread' },
+      el('span', { class: 'review-stars', role: 'img', 'aria-label': `Rated ${stars} out of 5`,
+        text: '★'.repeat(stars) + '☆'.repeat(5 - stars) }),
+      el('span', { class: 'muted review-date', text: dayOf(r.created_at) })),
+    el('p', { class: 'reviewer', text: r.reviewer }),
+    r.text ? el('p', { class: 'review-text', text: r.text }) : null);
 }
 
 function backToBrowse() {

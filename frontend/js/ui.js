@@ -77,6 +77,13 @@ export function dateOnly(day) {
     timeZone: 'UTC' }).format(d);
 }
 
+/** "12 Mar 2026" from an ISO instant, in this device's time zone. */
+export function dayOf(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso ?? '');
+  return new Intl.DateTimeFormat(locale(), { dateStyle: 'medium' }).format(d);
+}
+
 /** "7:21 pm" (en-IN) from an ISO instant; `timeZone` is the venue's when given. */
 export function timeOnly(iso, timeZone) {
   const d = new Date(iso);

@@ -130,6 +130,16 @@ async def test_a_customer_on_a_phone_reads_dates_times_and_money_the_indian_way(
         b.assert_no_errors()
 
 
+# Visible controls under 44 px, except a radio or checkbox inside a label (the label is the target),
+# the skip link (off screen until focused) and the map's attribution (text, not a control).
+SMALL_TARGETS = """() => [...document.querySelectorAll('a, button, input, select, textarea, summary, [role=tab]')]
+  .filter((e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; })
+  .filter((e) => !(e.matches('input[type=radio], input[type=checkbox]') && e.closest('label')))
+  .filter((e) => !e.matches('.skip, .leaflet-control-attribution a'))
+  .filter((e) => { const r = e.getBoundingClientRect(); return r.height < 44 || r.width < 40; })
+  .map((e) => `${e.tagName} ${e.id || e.className} ${(e.textContent || '').trim().slice(0, 30)}`)"""
+
+
 @pytest.mark.browser
 async def test_the_order_form_says_what_is_wrong_next_to_the_field(site: Site, chromium: Chromium) -> None:
     await site.add_package("Garden Party")
@@ -138,6 +148,10 @@ async def test_the_order_form_says_what_is_wrong_next_to_the_field(site: Site, c
         await signed_in_customer(site, b, "ira@example.com")
         await page.get_by_role("button", name=re.compile("^View: ")).first.click()
         await page.get_by_role("button", name="Order this package").click()
+        # Every control on the form is a thumb-sized target (a radio's target is its whole label row).
+        await page.locator("#venue-map .leaflet-control-zoom-in").wait_for()
+        small = await page.evaluate(SMALL_TARGETS)
+        assert small == [], small
         await page.get_by_role("button", name=re.compile("Place order")).click()
         date = page.locator("#event-date")
         note = page.locator("#event-date-error")
@@ -153,6 +167,27 @@ async def test_the_order_form_says_what_is_wrong_next_to_the_field(site: Site, c
         await date.fill("2030-01-01")
         assert await note.count() == 0
         assert await date.get_attribute("aria-invalid") is None
+
+
+@pytest.mark.browser
+async def test_partner_registration_says_what_is_missing_beside_the_field(site: Site, chromium: Chromium) -> None:
+    async with browse(chromium, **PHONE) as b:
+        page = b.page
+        await page.goto(site.url + "/partner")
+        await sign_in(b, "new-crew@example.com")
+        await page.get_by_label("Company name").fill("Confetti Crew")
+        await page.get_by_role("button", name="Register").click()
+        note = page.locator("#contact-name-error")
+        await note.wait_for()
+        assert await note.inner_text() == "Enter your name."
+        assert await page.get_by_label("Your name").get_attribute("aria-invalid") == "true"
+        assert await page.evaluate("document.activeElement.id") == "contact-name"
+        assert await page.locator("#company-name-error").count() == 0
+        await page.get_by_label("Mobile number (optional)").fill("12345")
+        await page.get_by_role("button", name="Send codes").click()
+        assert "country code" in await page.locator("#extra-address-error").inner_text()
+        await page.get_by_label("Your name").fill("Ravi Kumar")
+        assert await note.count() == 0
 
 
 @pytest.mark.browser

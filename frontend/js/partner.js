@@ -9,7 +9,8 @@ import { queuePing, peekPings, dropPings, stripOwner, countPings, queueAction, p
 import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS, WEAK_GPS_M } from './config.js';
 import { loadSettings, locale, CLOCK_SKEW_WARN_MS } from './settings.js';
 import { alertOffer, isMuted, setMuted, unlock, testSound } from './alerts.js';
-import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, ago, toast, etaWindow, dateOnly } from './ui.js';
+import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, ago, toast, etaWindow, dateOnly,
+  fieldError } from './ui.js';
 
 const ACTIVE = ['assigned', 'en_route', 'arrived', 'setup_complete'];
 const NEXT = {
@@ -90,9 +91,8 @@ $('#extra-send').addEventListener('click', (e) => {
   const extra = registration.extra;
   const value = extra && extraValue(extra.key, $('#extra-address').value);
   if (!value) {
-    say(status, extra?.key === 'phone' ? 'Enter the mobile number with its country code, e.g. +919876543210.'
-      : 'Enter a valid email address.', 'error');
-    $('#extra-address').focus();
+    fieldError($('#extra-address'), extra?.key === 'phone' ? 'Enter the mobile number with its country code, e.g. +919876543210.'
+      : 'Enter a valid email address, e.g. you@example.com.');
     return;
   }
   say(status, '');
@@ -124,8 +124,8 @@ $('#register-form').addEventListener('submit', (e) => {
   if (text('service_area')) data.service_area = text('service_area');
   const missing = ['company_name', 'contact_name'].find((k) => !data[k]);
   if (missing) {
-    say(status, 'Please fill in every field.', 'error');
-    form.elements[missing].focus();
+    say(status, '');
+    fieldError(form.elements[missing], missing === 'company_name' ? 'Enter your company name.' : 'Enter your name.');
     return;
   }
   const extra = registration.extra;
@@ -143,6 +143,15 @@ $('#register-form').addEventListener('submit', (e) => {
     try {
       await post('/api/auth/partner/register', data);
     } catch (err) {
+      // A field the server refused: the words go beside it.
+      const refused = err instanceof ApiError && Array.isArray(err.details)
+        ? err.details.find((d) => form.elements[String(d?.field ?? '').replace(/^body\./, '')] && d.message) : null;
+      if (refused) {
+        const words = String(refused.message);
+        fieldError(form.elements[String(refused.field).replace(/^body\./, '')],
+          `${words[0].toUpperCase()}${words.slice(1)}${/[.!?]$/.test(words) ? '' : '.'}`);
+        return;
+      }
       throw new Error(err instanceof ApiError && err.fieldMessages ? `${err.message}: ${err.fieldMessages}` : err.message);
     }
     form.reset();

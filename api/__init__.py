@@ -10,6 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from api import (
     admin,
+    analytics,
     auth,
     console,
     customer,
@@ -34,7 +35,7 @@ __all__ = ["all_routes", "contexts", "create_api"]
 # idempotent), `CONTEXTS`: cleanup contexts that install per-process state, and `WORKERS`:
 # `async def worker(app)` coroutines run as owned background tasks.
 _MODULES: list[Any] = [health, auth, users, customer, packages, orders, payments, partner, admin, console,
-                       notifications, metrics, places]
+                       analytics, notifications, metrics, places]
 
 
 def _tables() -> list[RouteTable]:

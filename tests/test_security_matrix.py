@@ -130,6 +130,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/admin/orders/{id}/contacts"): ADMIN_ONLY,
     ("PUT", "/admin/orders/{id}/assign"): ADMIN_ONLY,
     ("GET", "/admin/stats"): ADMIN_ONLY,
+    ("GET", "/admin/stats/series"): ADMIN_ONLY,
     ("GET", "/admin/customers"): ADMIN_ONLY,
 }
 
@@ -267,6 +268,8 @@ async def _prepare(w: World, caller: str, method: str, path: str) -> Call:
             return Call(method, path, _order_body(w), {"Idempotency-Key": uuid.uuid4().hex})
         case ("GET", "/orders/arrival-slots"):
             return Call(method, f"{path}?event_date={future_date()}")
+        case ("GET", "/admin/stats/series"):
+            return Call(method, f"{path}?from=2026-12-01&to=2026-12-03")
         case ("GET", "/places/search"):
             return Call(method, f"{path}?q=koramangala")
         case ("GET", "/places/reverse"):

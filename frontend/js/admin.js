@@ -4,7 +4,7 @@
 import { get, put, post, del, itemsOf, download, idempotencyKey, ApiError } from './api.js';
 import { renderSignIn, resumeFor, renderAccount } from './auth.js';
 import { connectSocket } from './socket.js';
-import { createMap, drawServiceAreas, pinIcon } from './map.js';
+import { createMap, drawServiceAreas, pinIcon, serviceAreas } from './map.js';
 import { CATEGORIES } from './packages.js';
 import { moneyWords, refundable, PAYMENT_STATUS_LABELS, KIND_LABELS } from './checkout.js';
 import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS } from './config.js';
@@ -61,6 +61,7 @@ const view = tabs($('#tabs'), (tab) => {
   if (tab === 'payments') loadPayments();
   if (tab === 'packages') loadPackages();
   if (tab === 'stats') loadStats();
+  if (tab === 'analytics') openAnalytics();
 });
 
 // ---- socket ----------------------------------------------------------------------------
@@ -1100,6 +1101,182 @@ async function loadStats() {
 }
 
 const kpi = (label, value) => el('li', { class: 'kpi' }, el('strong', { text: value }), label);
+
+// ---- analytics -----------------------------------------------------------------------------
+
+const MAX_DAYS = { day: 92, hour: 7 };
+// Axis steps for counts and seconds: whole numbers, 1-2-5 up to ten million.
+const WHOLE_STEPS = Array.from({ length: 8 }, (_, e) => [1, 2, 5].map((m) => m * 10 ** e)).flat();
+const analytics = { uPlot: null, charts: [], ready: false, last: null, resizeTimer: 0 };
+
+/** "2026-12-03" for a Date, in the viewer's calendar. */
+function isoDay(d) {
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+}
+
+function dayCount(from, to) {
+  return Math.round((new Date(`${to}T00:00:00Z`) - new Date(`${from}T00:00:00Z`)) / 86_400_000) + 1;
+}
+
+function seriesParams() {
+  const params = new URLSearchParams({ from: $('#series-from').value, to: $('#series-to').value, bucket: $('#series-bucket').value });
+  if ($('#series-area').value) params.set('area', $('#series-area').value);
+  return params;
+}
+
+/** The Analytics tab: the last 30 days by day at first; uPlot is loaded only when it is opened. */
+async function openAnalytics() {
+  if (!analytics.ready) {
+    analytics.ready = true;
+    const today = new Date();
+    $('#series-to').value = isoDay(today);
+    $('#series-from').value = isoDay(new Date(today.getFullYear(), today.getMonth(), today.getDate() - 29));
+    // An hourly view is at most a week: switching to it keeps the last 7 days of the range.
+    $('#series-bucket').addEventListener('change', () => {
+      const bucket = $('#series-bucket').value;
+      const to = $('#series-to').value;
+      if (to && $('#series-from').value && dayCount($('#series-from').value, to) > MAX_DAYS[bucket]) {
+        const end = new Date(`${to}T00:00:00`);
+        $('#series-from').value = isoDay(new Date(end.getFullYear(), end.getMonth(), end.getDate() - MAX_DAYS[bucket] + 1));
+      }
+    });
+    $('#series-form').addEventListener('submit', (e) => { e.preventDefault(); loadSeries(); });
+    $('#series-csv').addEventListener('click', () => downloadSeries());
+    serviceAreas().then((areas) => {
+      const names = (areas?.features ?? []).map((f) => f.properties?.name).filter(Boolean);
+      $('#series-area').append(...names.map((n) => el('option', { value: n, text: n })));
+    }).catch(() => { /* all areas still works */ });
+  }
+  await loadSeries();
+}
+
+async function downloadSeries() {
+  try {
+    await download(`/api/admin/stats/series?${seriesParams()}&format=csv`, 'stats.csv');
+  } catch (err) {
+    toast(err.message, 'error');
+  }
+}
+
+/** The chart's width: its card's, less the padding (the grid decides the card's). */
+function chartWidth(figure) {
+  const style = getComputedStyle(figure);
+  return Math.max(240, Math.floor(figure.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)));
+}
+
+window.addEventListener('resize', () => {
+  clearTimeout(analytics.resizeTimer);
+  analytics.resizeTimer = setTimeout(() => {
+    for (const chart of analytics.charts) chart.setSize({ width: chartWidth(chart.root.parentElement), height: 200 });
+  }, 200);
+});
+
+/** "₹1.2L": an axis label (minor units in, major units shown). */
+function compactMoney(minor, currency) {
+  try {
+    return new Intl.NumberFormat(undefined, { style: 'currency', currency, notation: 'compact', maximumFractionDigits: 1 }).format(minor / 100);
+  } catch {
+    return String(Math.round(minor / 100));
+  }
+}
+
+/** "45 s", "12 min", "5 h", "3 d": an axis label. */
+function shortDuration(s) {
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${+(s / 60).toFixed(1)} min`;
+  return s < 172_800 ? `${+(s / 3600).toFixed(1)} h` : `${+(s / 86_400).toFixed(1)} d`;
+}
+
+// Axis steps for waits: round seconds, minutes, hours and days.
+const DURATION_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200,
+  86_400, 172_800, 604_800, 1_209_600, 2_592_000];
+
+/** A money figure in major units for the legend and the totals. */
+function majorUnits(minor, currency) {
+  return money(minor ?? 0, currency);
+}
+
+const CHARTS = [
+  { id: 'orders', title: 'Orders and cancellations', series: [
+    { label: 'Orders', key: 'orders', stroke: '#2563eb', fill: 'rgba(37,99,235,.12)' },
+    { label: 'Cancellations', key: 'cancellations', stroke: '#dc2626' }] },
+  { id: 'revenue', title: 'Revenue (completed orders)', money: true, series: [
+    { label: 'Revenue', key: 'revenue', stroke: '#059669', fill: 'rgba(5,150,105,.12)' }] },
+  { id: 'assign', title: 'Order → assignment, median', gaps: true, duration: true, series: [
+    { label: 'Median wait', key: 'assign_p50_s', stroke: '#d97706' }] },
+  { id: 'ontime', title: 'On-time arrivals', percent: true, gaps: true, series: [
+    { label: 'On time (%)', key: 'on_time_share', stroke: '#7c3aed', scale: 100 }] },
+  { id: 'partners', title: 'Active partners', series: [
+    { label: 'Partners with an assigned order', key: 'active_partners', stroke: '#0f766e' }] },
+];
+
+async function loadSeries() {
+  const box = $('#series-charts');
+  const from = $('#series-from').value;
+  const to = $('#series-to').value;
+  const bucket = $('#series-bucket').value;
+  if (!from || !to) return;
+  if (dayCount(from, to) > MAX_DAYS[bucket]) {
+    mount(box, errorBox(new Error(`By ${bucket}, a range is at most ${MAX_DAYS[bucket]} days: shorten it or pick “day”.`)));
+    return;
+  }
+  mount(box, loading('Loading figures…'));
+  let data;
+  try {
+    [data, analytics.uPlot] = await Promise.all([get(`/api/admin/stats/series?${seriesParams()}`),
+      analytics.uPlot ?? import('/vendor/uplot/uPlot.esm.js').then((m) => m.default)]);
+  } catch (err) {
+    mount(box, errorBox(err instanceof ApiError && err.fieldMessages ? new Error(`${err.message}: ${err.fieldMessages}`) : err, loadSeries));
+    return;
+  }
+  analytics.last = data;
+  drawSeries(data);
+}
+
+function drawSeries(data) {
+  const uPlot = analytics.uPlot;
+  const t = data.totals;
+  $('#series-note').textContent = `${data.area ?? 'All areas'} · by ${data.bucket} · times in ${data.timezone} · figures by the day or hour each order was placed${data.truncated ? ' · too many orders: only the first were counted' : ''}.`;
+  mount($('#series-totals'),
+    kpi('Orders', t.orders), kpi('Revenue (completed)', majorUnits(t.revenue, data.currency)), kpi('Cancellations', t.cancellations),
+    kpi('Median order → assignment', t.assign_p50_s == null ? '—' : durationText(t.assign_p50_s)),
+    kpi('On time', t.on_time_share == null ? '—' : `${Math.round(t.on_time_share * 100)} % of ${t.arrivals}`),
+    kpi('Active partners', t.active_partners));
+  for (const chart of analytics.charts) chart.destroy();
+  analytics.charts = [];
+  const box = $('#series-charts');
+  box.replaceChildren();
+  const points = data.points;
+  const xs = points.map((p) => Date.parse(p.start) / 1000);
+  const zone = data.timezone;
+  for (const spec of CHARTS) {
+    const figure = el('figure', { class: 'card chart', id: `chart-${spec.id}` },
+      el('figcaption', {}, el('strong', { text: spec.title })));
+    box.append(figure);
+    const series = [{}, ...spec.series.map((s) => ({
+      label: s.label, stroke: s.stroke, fill: s.fill, width: 2, spanGaps: false,
+      // A bucket with no assignment or no arrival has no figure: dots keep a lone one visible.
+      points: spec.gaps ? { show: true, size: 6 } : undefined,
+      value: (u, v) => (v == null ? '—' : spec.money ? majorUnits(v, data.currency) : spec.percent ? `${Math.round(v)} %`
+        : spec.duration ? durationText(v) : String(v)),
+    }))];
+    const values = spec.series.map((s) => points.map((p) => (p[s.key] == null ? null : p[s.key] * (s.scale ?? 1))));
+    const opts = {
+      width: chartWidth(figure), height: 200, series,
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), zone),
+      scales: { x: { time: true }, y: spec.percent ? { range: [0, 100] } : { range: (u, min, max) => [0, Math.max(1, max)] } },
+      // Counts step by whole numbers; money reads compact on the axis (₹1.2L), exact in the legend.
+      axes: [{}, { size: spec.money || spec.percent || spec.duration ? 64 : 48, incrs: spec.duration ? DURATION_STEPS : spec.money || spec.percent ? undefined : WHOLE_STEPS,
+        values: (u, splits) => splits.map((v) => (spec.money ? compactMoney(v, data.currency) : spec.percent ? `${v} %`
+          : spec.duration ? shortDuration(v) : String(v))) }],
+      legend: { live: true },
+    };
+    const chart = new uPlot(opts, [xs, ...values], figure);
+    chart.root.setAttribute('role', 'img');
+    chart.root.setAttribute('aria-label', `${spec.title} by ${data.bucket}, ${points[0]?.label} to ${points.at(-1)?.label}`);
+    analytics.charts.push(chart);
+  }
+}
 
 // ---- start -----------------------------------------------------------------------------
 

@@ -122,9 +122,12 @@ async def test_a_customer_on_a_phone_reads_dates_times_and_money_the_indian_way(
         # The review stars are thumb-sized.
         stars = page.locator("#review-form .stars label")
         assert await stars.count() == 5
+        tops = set()
         for i in range(5):
             box = await stars.nth(i).bounding_box()
             assert box is not None and box["width"] >= 44 and box["height"] >= 44
+            tops.add(round(box["y"]))
+        assert len(tops) == 1  # one row of five, not four and a straggler
         await stars.nth(3).click()
         assert await page.locator("#review-form input[value='4']").is_checked()
         b.assert_no_errors()

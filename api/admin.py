@@ -423,9 +423,26 @@ def created_between(date_from: date | None, date_to: date | None) -> dict[str, A
     return {"created_at": created} if created else {}
 
 
-CSV_COLUMNS = ("id", "created_at", "status", "customer_id", "partner_id", "package", "category", "event_date",
-               "city", "postal_code", "guests", "payment_option", "price", "currency", "payment_status",
-               "amount_paid", "amount_refunded", "amount_due", "notes")
+# Status times are the first history entry of each status, in UTC (ISO-8601) like created_at.
+CSV_STATUS_TIMES = ("placed", "assigned", "en_route", "arrived", "setup_complete", "completed", "cancelled",
+                    "refunded")
+CSV_COLUMNS = ("id", "created_at", "status", "customer_name", "customer_phone", "partner_name", "partner_phone",
+               "package", "category", "event_date", "address", "city", "postal_code", "guests", "payment_option",
+               "price", "currency", "payment_status", "amount_paid", "amount_refunded", "amount_due",
+               *(f"{s}_at" for s in CSV_STATUS_TIMES), "cancel_reason", "notes", "customer_id", "partner_id")
+# ISO 4217 currencies without minor units; the rest the product sells in have two.
+_ZERO_DECIMAL = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX"})
+
+
+def major_units(amount: Any, currency: str | None) -> str | None:
+    """`1500005` INR -> `15000.05`: exact (integer arithmetic), a number a spreadsheet sums."""
+    if amount is None or isinstance(amount, bool) or not isinstance(amount, int):
+        return None
+    if (currency or "").upper() in _ZERO_DECIMAL:
+        return str(amount)
+    sign = "-" if amount < 0 else ""
+    whole, cents = divmod(abs(amount), 100)
+    return f"{sign}{whole}.{cents:02d}"
 
 
 def csv_cell(value: Any) -> Any:
@@ -438,20 +455,60 @@ def csv_cell(value: Any) -> Any:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def orders_csv(orders: Iterable[Mapping[str, Any]]) -> str:
+def _status_times(order: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
+    """The first time of each status in the history, and why the order was cancelled (if it was)."""
+    times: dict[str, str] = {}
+    reason = None
+    for entry in order.get("history") or []:
+        if not isinstance(entry, Mapping) or not entry.get("status"):
+            continue
+        status = str(entry["status"])
+        times.setdefault(status, str(entry.get("at") or ""))
+        if status == "cancelled" and reason is None and entry.get("reason"):
+            reason = str(entry["reason"])
+    return times, reason
+
+
+def orders_csv(orders: Iterable[Mapping[str, Any]], customers: Mapping[str, Mapping[str, Any]],
+               partners: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per order with the people's names and phones (deleted accounts blank), money in major
+    units beside its currency, the venue's address, when it reached each status and why it was cancelled."""
     out = io.StringIO()
     writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for order in orders:
         package = order.get("package") or {}
         address = order.get("address") or {}
-        row = (order["_id"], order.get("created_at"), order.get("status"), order.get("customer_id"),
-               order.get("partner_id"), package.get("name"), package.get("category"), order.get("event_date"),
+        customer = customers.get(str(order.get("customer_id")), {})
+        if customer.get("deleted"):
+            customer = {}
+        partner = partners.get(str(order.get("partner_id")), {}) if order.get("partner_id") else {}
+        currency = order.get("currency")
+        times, cancel_reason = _status_times(order)
+        row = (order["_id"], order.get("created_at"), order.get("status"), customer.get("name"), customer.get("phone"),
+               partner.get("contact_name") or partner.get("company_name"), partner.get("phone"),
+               package.get("name"), package.get("category"), order.get("event_date"), address.get("line1"),
                address.get("city"), address.get("postal_code"), order.get("guests"), order.get("payment_option"),
-               order.get("price"), order.get("currency"), order.get("payment_status"), order.get("amount_paid"),
-               order.get("amount_refunded"), order.get("amount_due"), order.get("notes"))
+               major_units(order.get("price"), currency), currency, order.get("payment_status"),
+               major_units(order.get("amount_paid"), currency), major_units(order.get("amount_refunded"), currency),
+               major_units(order.get("amount_due"), currency), *(times.get(s) for s in CSV_STATUS_TIMES),
+               cancel_reason, order.get("notes"), order.get("customer_id"), order.get("partner_id"))
         writer.writerow([csv_cell(v) for v in row])
     return out.getvalue()
+
+
+async def csv_people(db: AsyncDatabase[dict[str, Any]], orders: Iterable[Mapping[str, Any]]
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The customers and partners the rows name, in two reads."""
+    orders = list(orders)
+    customer_ids = sorted({str(o["customer_id"]) for o in orders if o.get("customer_id")})
+    partner_ids = sorted({str(o["partner_id"]) for o in orders if o.get("partner_id")})
+    customers = {str(d["_id"]): d for d in await db.users.find(
+        {"_id": {"$in": customer_ids}}, {"name": 1, "phone": 1, "deleted": 1}).to_list(None)} if customer_ids else {}
+    partners = {str(d["_id"]): d for d in await db.partners.find(
+        {"_id": {"$in": partner_ids}}, {"contact_name": 1, "company_name": 1, "phone": 1}).to_list(None)
+    } if partner_ids else {}
+    return customers, partners
 
 
 @routes.get("/admin/orders", summary="The order board; ?format=csv exports every matching order",
@@ -461,9 +518,11 @@ async def admin_list_orders(request: web.Request, *, query: AdminOrderQuery) -> 
     where = _order_filter(query)
     if query.format == "csv":
         docs = await db.orders.find(where).sort("created_at", -1).limit(CSV_MAX_ROWS).to_list(None)
-        return web.Response(text=orders_csv(docs), content_type="text/csv", charset="utf-8", headers={
-            "Content-Disposition": f'attachment; filename="orders-{date.today().isoformat()}.csv"',
-            "Cache-Control": "no-store"})
+        customers, partners = await csv_people(db, docs)
+        return web.Response(text=orders_csv(docs, customers, partners), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition":
+                                     f'attachment; filename="orders-{date.today().isoformat()}.csv"',
+                                     "Cache-Control": "no-store"})
     total = await db.orders.count_documents(where)
     docs = await db.orders.find(where).sort("created_at", -1).skip(query.skip).limit(query.limit).to_list(None)
     return json_response(page_body([admin_view(d) for d in docs], total, query))

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.admin import Day, csv_cell
+from api.admin import Day, csv_cell, major_units
 from api.orders import service_areas
 from api.routing import RouteTable
 from api.schemas import closed
@@ -42,8 +42,6 @@ MAX_DAYS = {"day": 92, "hour": 7}
 # A safety net on that read: more orders than this in one range is not a chart, it is an export.
 MAX_ORDERS = 200_000
 _CANCELLED = frozenset({"cancelled", "refunded"})
-# ISO 4217 currencies without minor units among those a deployment may use; the rest have two.
-_ZERO_DECIMAL = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX"})
 
 
 class SeriesQuery(BaseModel):
@@ -182,15 +180,6 @@ def series(orders: Iterable[Mapping[str, Any]], first: date, last: date, bucket:
         total.add(order, currency)
     points = [buckets[_label(s, bucket)].point(s, _label(s, bucket)) for s in starts]
     return points, total.point(starts[0], "total")
-
-
-def major_units(amount: int, currency: str) -> str:
-    """`1500000` INR -> `15000.00`: exact, from integers."""
-    if currency.upper() in _ZERO_DECIMAL:
-        return str(amount)
-    sign = "-" if amount < 0 else ""
-    whole, cents = divmod(abs(amount), 100)
-    return f"{sign}{whole}.{cents:02d}"
 
 
 SERIES_CSV_COLUMNS = ("bucket", "start", "orders", "revenue", "currency", "cancellations", "assign_p50_s",

@@ -192,8 +192,45 @@ async def test_csv_export_escapes_and_defuses_formulas(
     assert [r["id"] for r in rows] == [hostile, plain]
     assert rows[0]["notes"] == '\'=HYPERLINK("http://evil","x"), "quoted"\nnext line'
     assert rows[1]["notes"] == "'@SUM(A1)"
-    assert rows[0]["price"] == "1500000" and rows[0]["city"] == "Bengaluru"
+    assert rows[0]["price"] == "15000.00" and rows[0]["currency"] == "INR" and rows[0]["city"] == "Bengaluru"
     assert rows[0]["package"] == "Test Package" and rows[0]["status"] == "placed"
+
+
+async def test_csv_export_names_people_formats_money_and_gives_the_address_status_times_and_cancel_reason(
+    client: TestClient[Any, Any], token_for: Callable[..., str]
+) -> None:
+    db = db_of(client.app)
+    admin = await _admin(client, token_for)
+    asha = await make_user(db, name="Asha Rao", phone="+919845012345")
+    gone = await make_user(db, name="Gone Person", phone="+919800000000", deleted=1)
+    ravi = await make_partner(db, contact_name="Ravi Kumar", phone="+919845000001")
+    done = await make_order(db, asha, status="completed", partner_id=ravi, price=1_500_005, amount_paid=1_500_005,
+                            amount_due=0, created_at="2026-01-02T00:00:00.000Z", history=[
+                                {"status": "placed", "at": "2026-01-02T00:00:00.000Z", "by_role": "customer"},
+                                {"status": "assigned", "at": "2026-01-02T00:01:10.000Z", "by_role": "partner"},
+                                {"status": "arrived", "at": "2026-01-02T02:00:00.000Z", "by_role": "partner"},
+                                {"status": "completed", "at": "2026-01-02T05:00:00.000Z", "by_role": "partner"}])
+    cancelled = await make_order(db, gone, status="cancelled", created_at="2026-01-01T00:00:00.000Z", history=[
+        {"status": "placed", "at": "2026-01-01T00:00:00.000Z", "by_role": "customer"},
+        {"status": "cancelled", "at": "2026-01-01T01:00:00.000Z", "by_role": "customer",
+         "reason": "=venue changed, sorry"}])
+
+    rows = list(csv.DictReader(io.StringIO(await (await client.get("/api/admin/orders?format=csv",
+                                                                        headers=admin)).text())))
+    by_id = {r["id"]: r for r in rows}
+    row = by_id[done]
+    assert (row["customer_name"], row["customer_phone"], row["partner_name"], row["partner_phone"]) == (
+        "Asha Rao", "'+919845012345", "Ravi Kumar", "'+919845000001")  # a leading + is defused like a formula
+    assert (row["price"], row["amount_paid"], row["amount_due"], row["currency"]) == ("15000.05", "15000.05", "0.00",
+                                                                                   "INR")
+    assert (row["address"], row["city"], row["postal_code"]) == ("1 MG Road", "Bengaluru", "560001")
+    assert (row["placed_at"], row["assigned_at"], row["arrived_at"], row["completed_at"], row["cancelled_at"]) == (
+        "2026-01-02T00:00:00.000Z", "2026-01-02T00:01:10.000Z", "2026-01-02T02:00:00.000Z",
+        "2026-01-02T05:00:00.000Z", "")
+    row = by_id[cancelled]
+    # A deleted account's name and phone are gone from the export too.
+    assert (row["customer_name"], row["customer_phone"], row["partner_name"]) == ("", "", "")
+    assert row["cancelled_at"] == "2026-01-01T01:00:00.000Z" and row["cancel_reason"] == "'=venue changed, sorry"
 
 
 async def test_manual_assignment_is_checked_and_audited(

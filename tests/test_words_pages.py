@@ -250,3 +250,23 @@ async def test_another_locale_setting_changes_how_pages_write_money(aiohttp_serv
         card = b.page.locator("#featured-list li").filter(has_text="Corporate Mixer")
         await card.wait_for()
         assert "₹123,456.00" in await card.inner_text()  # US grouping, not lakhs
+
+
+@pytest.mark.browser
+async def test_the_shared_formatters_write_the_sites_locale(site: Site, chromium: Chromium) -> None:
+    """ui.js's formatters, as every customer, partner and public page calls them (en-IN here)."""
+    async with browse(chromium, timezone_id="Asia/Kolkata") as b:
+        await b.page.goto(site.url + "/")
+        said = await b.page.evaluate("""async () => {
+            const ui = await import('/js/ui.js');
+            await (await import('/js/settings.js')).serverSettings();
+            return [ui.money(12345600, 'INR'), ui.dateTime('2026-03-12T13:51:00.000Z'), ui.dateOnly('2026-11-25'),
+                    ui.timeOnly('2026-03-12T13:51:00.000Z', 'Asia/Kolkata'), ui.periodLabel('2026-W48'),
+                    ui.periodLabel('2026-11'), ui.periodLabel('2026-11-25'), ui.orderRef('65f0c2a9e1b44d7a9f3c21ab')];
+        }""")
+    money, stamp, day, time, week, month, day_period, ref = said
+    assert money == "₹1,23,456.00"
+    assert re.fullmatch(r"12 Mar 2026, 7:21\s?pm", stamp, re.IGNORECASE)
+    assert re.fullmatch(r"Wed, 25 Nov,? 2026", day) and day_period == day
+    assert re.fullmatch(r"7:21\s?pm", time, re.IGNORECASE)
+    assert (week, month, ref) == ("Week 48, 2026", "November 2026", "3C21AB")

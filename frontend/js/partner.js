@@ -10,7 +10,7 @@ import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS, WEAK_GPS_M } from './config.js
 import { loadSettings, locale, CLOCK_SKEW_WARN_MS } from './settings.js';
 import { alertOffer, isMuted, setMuted, unlock, testSound } from './alerts.js';
 import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, ago, toast, etaWindow, dateOnly,
-  fieldError } from './ui.js';
+  fieldError, periodLabel } from './ui.js';
 
 const ACTIVE = ['assigned', 'en_route', 'arrived', 'setup_complete'];
 const NEXT = {
@@ -1105,7 +1105,7 @@ async function loadEarnings() {
       periods.length ? el('div', { class: 'table-wrap' }, el('table', {},
         el('caption', { class: 'visually-hidden', text: 'Earnings per period' }),
         el('thead', {}, el('tr', {}, ['Period', 'Jobs', 'Earned'].map((h) => el('th', { scope: 'col', text: h })))),
-        el('tbody', {}, periods.map((p) => el('tr', {}, el('td', { text: p.period }), el('td', { text: p.orders }),
+        el('tbody', {}, periods.map((p) => el('tr', {}, el('td', { text: periodLabel(p.period) }), el('td', { text: p.orders }),
           el('td', { text: money(p.payout, cur) })))))) : empty('No completed jobs yet.'),
       lines.length ? el('details', {}, el('summary', { text: 'Per job' }), el('ul', {}, lines.map((l) =>
         el('li', { text: `${l.package_name} · ${dateOnly(l.event_date)} · ${money(l.payout, l.currency ?? cur)}` })))) : null);

@@ -77,6 +77,19 @@ export function dateOnly(day) {
     timeZone: 'UTC' }).format(d);
 }
 
+/** An earnings period in words: "Wed, 25 Nov 2026", "Week 48, 2026" or "November 2026". */
+export function periodLabel(period) {
+  const text = String(period ?? '');
+  const week = /^(\d{4})-W(\d{2})$/.exec(text);
+  if (week) return `Week ${Number(week[2])}, ${week[1]}`;
+  const month = /^(\d{4})-(\d{2})$/.exec(text);
+  if (month) {
+    return new Intl.DateTimeFormat(locale(), { month: 'long', year: 'numeric', timeZone: 'UTC' })
+      .format(new Date(Date.UTC(Number(month[1]), Number(month[2]) - 1, 1)));
+  }
+  return dateOnly(text);
+}
+
 /** "12 Mar 2026" from an ISO instant, in this device's time zone. */
 export function dayOf(iso) {
   const d = new Date(iso);

@@ -7,11 +7,14 @@ import { connectSocket } from './socket.js';
 import { createMap, drawServiceAreas, pinIcon, serviceAreas } from './map.js';
 import { CATEGORIES } from './packages.js';
 import { moneyWords, refundable, PAYMENT_STATUS_LABELS, KIND_LABELS } from './checkout.js';
-import { PING_INTERVAL_MS, STALE_AFTER_INTERVALS } from './config.js';
+import { serverSettings } from './settings.js';
 import { el, mount, $, money, say, busy, loading, empty, errorBox, statusBadge, statusLabel, dateTime, ago, tabs,
   toast, initials, STATUS_LABELS } from './ui.js';
 
-const STALE_MS = PING_INTERVAL_MS * STALE_AFTER_INTERVALS;
+// When a partner's last fix is old on the map: the server's ping interval times its stale count
+// (GET /config.json). The fleet tick's own `stale` status decides until the answer comes.
+let staleMs = Infinity;
+serverSettings().then((server) => { staleMs = server.pingIntervalMs * server.staleAfterIntervals; });
 const ASSIGNABLE = new Set(['placed', 'offered', 'assigned']);
 
 const state = { conn: null, map: null, pins: new Map(), partners: new Map(), orders: new Map(), openOrder: null,
@@ -133,7 +136,7 @@ function onFleet(msg) {
 }
 
 function pinStatus(p) {
-  const stale = p.status === 'stale' || (p.last_seen && Date.now() - p.last_seen > STALE_MS && p.status !== 'offline');
+  const stale = p.status === 'stale' || (p.last_seen && Date.now() - p.last_seen > staleMs && p.status !== 'offline');
   return { status: stale ? 'stale' : p.status || 'idle', stale };
 }
 

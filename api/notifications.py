@@ -20,7 +20,8 @@ goes in the `code` lane, everything else in `bulk`. Each lane has its own claim 
 worker loop, so a code never waits behind order mail: after an SMTP outage the backlog of bulk
 mail is worked off oldest first, one at a time, while codes go out CODE_CONCURRENCY at a time as
 soon as they are queued. A code is useful for minutes only, so codes whose expiry has passed are
-marked `expired` in one update before each pass, never sent, and never counted against the pass.
+marked `expired` in one update (every HOUSEKEEPING_S in the worker), never sent; one a claim
+meets before that is settled `expired` unsent too.
 """
 
 from __future__ import annotations

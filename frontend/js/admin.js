@@ -1199,6 +1199,8 @@ function majorUnits(minor, currency) {
   return money(minor ?? 0, currency);
 }
 
+// A money axis spans at least ₹1,000 (minor units): with no revenue yet, finer ticks all read "₹0".
+const MONEY_AXIS_FLOOR = 100_000;
 const CHARTS = [
   { id: 'orders', title: 'Orders and cancellations', series: [
     { label: 'Orders', key: 'orders', stroke: '#2563eb', fill: 'rgba(37,99,235,.12)' },
@@ -1267,7 +1269,7 @@ function drawSeries(data) {
     const opts = {
       width: chartWidth(figure), height: 200, series,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), zone),
-      scales: { x: { time: true }, y: spec.percent ? { range: [0, 100] } : { range: (u, min, max) => [0, Math.max(1, max)] } },
+      scales: { x: { time: true }, y: spec.percent ? { range: [0, 100] } : { range: (u, min, max) => [0, Math.max(spec.money ? MONEY_AXIS_FLOOR : 1, max)] } },
       // Counts step by whole numbers; money reads compact on the axis (₹1.2L), exact in the legend.
       axes: [{}, { size: spec.money || spec.percent || spec.duration ? 64 : 48, incrs: spec.duration ? DURATION_STEPS : spec.money || spec.percent ? undefined : WHOLE_STEPS,
         values: (u, splits) => splits.map((v) => (spec.money ? compactMoney(v, data.currency) : spec.percent ? `${v} %`
